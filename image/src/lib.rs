@@ -1,0 +1,3 @@
+//! shoal-image: OCI images on one node.
+
+pub mod unpack;
