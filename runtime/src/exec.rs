@@ -1,0 +1,110 @@
+//! `exec`: a process joined to a running container.
+//!
+//! Like container creation, joining namespaces goes through libcontainer in a helper process
+//! (`shoal shim-exec`, from the sealed binary), never in the daemon. The helper's stdout and
+//! stderr are the exec'd process's, piped to the daemon, and it exits with the process's
+//! exit code.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use rustix::process::WaitOptions;
+
+/// Exit code of the helper when the process could not be started (Docker uses 126 for a
+/// failed `exec`, 127 when the command does not exist).
+pub const EXEC_FAILED: i32 = 126;
+/// Exit code when the command is not found.
+pub const EXEC_NOT_FOUND: i32 = 127;
+
+/// Arguments of `shoal shim-exec`.
+#[derive(Clone, Debug)]
+pub struct ExecArgs {
+    pub state_root: PathBuf,
+    pub id: String,
+    pub args: Vec<String>,
+    /// `K=V` pairs layered over the container's environment.
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    /// `uid`, `gid` and supplementary groups; `None` runs as the container's user.
+    pub user: Option<(u32, u32, Vec<u32>)>,
+}
+
+/// Runs the helper: joins the container, waits for the process, returns its exit code.
+pub fn main(a: ExecArgs) -> i32 {
+    let env: HashMap<String, String> = a
+        .env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect();
+    let builder = match ContainerBuilder::new(a.id.clone(), SyscallType::default())
+        .with_root_path(&a.state_root)
+    {
+        Ok(b) => b,
+        Err(e) => return fail(&format!("invalid state root: {e}")),
+    };
+    let mut tenant = builder
+        .as_tenant()
+        .with_container_args(a.args.clone())
+        .with_env(env)
+        .with_cwd(a.cwd.clone())
+        .with_detach(false);
+    if let Some((uid, gid, groups)) = &a.user {
+        tenant = tenant
+            .with_user(Some(*uid))
+            .with_group(Some(*gid))
+            .with_additional_gids(groups.clone());
+    }
+    let pid = match tenant.build() {
+        Ok(pid) => pid,
+        Err(e) => {
+            let msg = full_message(&e);
+            let code = if msg.contains("not found") {
+                EXEC_NOT_FOUND
+            } else {
+                EXEC_FAILED
+            };
+            eprintln!("OCI runtime exec failed: {msg}");
+            return code;
+        }
+    };
+    let Some(pid) = rustix::process::Pid::from_raw(pid.as_raw()) else {
+        return fail("the exec'd process has no pid");
+    };
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, st))) => {
+                if let Some(c) = st.exit_status() {
+                    return c;
+                }
+                if let Some(s) = st.terminating_signal() {
+                    return 128 + s;
+                }
+            }
+            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return fail(&format!("cannot wait for the exec'd process: {e}")),
+        }
+    }
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("OCI runtime exec failed: {msg}");
+    EXEC_FAILED
+}
+
+fn full_message(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg = format!("{msg}: {t}");
+        }
+        src = s.source();
+    }
+    msg
+}

@@ -1,0 +1,436 @@
+//! The container helper: one small single-threaded process per container.
+//!
+//! The daemon's async runtime is multi-threaded, and libcontainer must not be driven from
+//! such a process (it `chdir`s the whole process and forks from it). So the daemon spawns
+//! this helper — the same binary, re-executed from a sealed memfd copy (see [`crate::sealed`])
+//! — which:
+//!
+//! 1. detaches into its own session (the container outlives a killed or upgraded daemon),
+//! 2. mounts the overlay root filesystem,
+//! 3. creates and starts the container with libcontainer, owning its stdout and stderr pipes,
+//! 4. reports `started` (or the failure) as one JSON line on its stdout to the daemon,
+//! 5. copies the container's output into the rotated JSON log files,
+//! 6. on exit records the exit code and whether the OOM killer struck (`exit.json`), removes
+//!    the container's cgroup and state, unmounts the root, and exits.
+//!
+//! While it lives it holds an exclusive lock on `shim.lock`, which is how a restarted daemon
+//! tells a live helper from a dead one; the daemon watches it through a pidfd.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::FlockOperation;
+use rustix::process::{Pid, PidfdFlags, WaitIdOptions, WaitOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::logs::{LogConfig, LogWriter, Stream};
+use crate::model::{ContainerRecord, ExitInfo};
+use crate::rootfs::Overlay;
+use crate::{cgroups, state};
+
+/// File names inside a container directory shared by the helper and the daemon.
+pub mod files {
+    /// The container record written by the daemon.
+    pub const RECORD: &str = "container.json";
+    /// The helper's state once the container runs.
+    pub const STATE: &str = "state.json";
+    /// How the container ended.
+    pub const EXIT: &str = "exit.json";
+    /// Held locked by the live helper.
+    pub const LOCK: &str = "shim.lock";
+    /// The helper's own diagnostics.
+    pub const SHIM_LOG: &str = "shim.log";
+    /// Directory of the container's log files.
+    pub const LOGS: &str = "logs";
+}
+
+/// Arguments of `shoal shim`.
+#[derive(Clone, Debug)]
+pub struct ShimArgs {
+    /// The container directory (record, bundle, logs).
+    pub dir: PathBuf,
+    /// libcontainer's state root.
+    pub state_root: PathBuf,
+    pub log: LogConfig,
+}
+
+/// The helper's one-line report to the daemon.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "result")]
+pub enum StartReport {
+    /// The workload runs with this pid (in the host's pid namespace).
+    Started { pid: i32, started_at: DateTime<Utc> },
+    /// It could not be started; Docker's exit code for the failure (126/127/128).
+    Failed { message: String, exit_code: i32 },
+}
+
+/// The helper's state file once the workload runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShimState {
+    pub shim_pid: i32,
+    pub pid: i32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Errors of the helper (reported to the daemon, also logged to `shim.log`).
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("cannot read the container record {path}: {message}")]
+    Record { path: PathBuf, message: String },
+    #[error("another helper already runs container {id}")]
+    AlreadyRunning { id: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error("{0}")]
+    Container(String),
+    #[error(transparent)]
+    Log(#[from] crate::logs::LogError),
+}
+
+/// Runs the helper; returns the process exit code. Must be called in a single-threaded
+/// process (the `shoal shim` entry point, before anything spawns a thread).
+pub fn main(args: ShimArgs) -> i32 {
+    // Our stdout is the report pipe to the daemon; anything else goes to stderr (shim.log).
+    let mut report = Some(File::from(
+        io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .unwrap_or_else(|_| devnull_fd()),
+    ));
+    // Only `report` may hold the pipe: the daemon reads it to EOF.
+    let _ = rustix::stdio::dup2_stdout(devnull_fd());
+    let _ = rustix::process::setsid();
+    let _ = rustix::process::set_child_subreaper(None);
+    let _ = rustix::thread::set_name(c"shoal-shim");
+    ignore_signals();
+    match run(&args, &mut report) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(dir = %args.dir.display(), error = %e, "helper failed");
+            let _ = send(
+                &mut report,
+                &StartReport::Failed {
+                    message: e.to_string(),
+                    exit_code: exit_code_for(&e.to_string()),
+                },
+            );
+            1
+        }
+    }
+}
+
+fn devnull_fd() -> OwnedFd {
+    // /dev/null always exists on a running Linux system; failing here means no usable fds.
+    #[allow(clippy::expect_used)]
+    OwnedFd::from(File::open("/dev/null").expect("/dev/null must be openable"))
+}
+
+fn ignore_signals() {
+    for sig in [
+        libc::SIGPIPE,
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGQUIT,
+    ] {
+        // SAFETY: setting a signal to SIG_IGN has no handler code that could be unsafe.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+/// Sends the report and closes the pipe (once; later calls do nothing).
+fn send(out: &mut Option<File>, r: &StartReport) -> io::Result<()> {
+    let Some(mut f) = out.take() else {
+        return Ok(());
+    };
+    let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
+    line.push(b'\n');
+    f.write_all(&line)
+}
+
+/// Docker's exit codes for start failures: 127 not found, 126 not executable, else 128.
+fn exit_code_for(message: &str) -> i32 {
+    if message.contains("not found") || message.contains("No such file") {
+        127
+    } else if message.contains("permission") || message.contains("Permission denied") {
+        126
+    } else {
+        128
+    }
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ShimError + 'a {
+    move |source| ShimError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn run(args: &ShimArgs, report: &mut Option<File>) -> Result<(), ShimError> {
+    let dir = &args.dir;
+    let lock_path = dir.join(files::LOCK);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("cannot open", &lock_path))?;
+    let record_path = dir.join(files::RECORD);
+    let rec: ContainerRecord = state::read_json(&record_path)
+        .map_err(|e| ShimError::Record {
+            path: record_path.clone(),
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| ShimError::Record {
+            path: record_path.clone(),
+            message: "missing".into(),
+        })?;
+    if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Err(ShimError::AlreadyRunning { id: rec.id.clone() });
+    }
+    let _ = fs::remove_file(dir.join(files::EXIT));
+    let _ = fs::remove_file(dir.join(files::STATE));
+
+    let overlay = Overlay::in_dir(dir, rec.layers.clone());
+    overlay.prepare()?;
+    overlay.mount()?;
+
+    let result = run_container(args, &rec, report);
+    // Whatever happened, leave no mount behind.
+    if let Err(e) = overlay.unmount() {
+        tracing::warn!(error = %e, "cannot unmount the root filesystem");
+    }
+    drop(lock);
+    result
+}
+
+fn run_container(
+    args: &ShimArgs,
+    rec: &ContainerRecord,
+    report: &mut Option<File>,
+) -> Result<(), ShimError> {
+    let dir = &args.dir;
+    remove_stale_state(&args.state_root, &rec.id);
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let devnull = File::open("/dev/null").map_err(io_err("cannot open", Path::new("/dev/null")))?;
+
+    let builder = ContainerBuilder::new(rec.id.clone(), SyscallType::default())
+        .with_root_path(&args.state_root)
+        .map_err(|e| ShimError::Container(format!("invalid state root: {e}")))?
+        .with_stdin(OwnedFd::from(devnull))
+        .with_stdout(out_w)
+        .with_stderr(err_w);
+    let mut container = builder
+        .as_init(dir)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| ShimError::Container(describe(&e)))?;
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        return Err(ShimError::Container(describe(&e)));
+    }
+    let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    let started_at = Utc::now();
+    let pidfd = Pid::from_raw(pid)
+        .ok_or_else(|| ShimError::Container("the container has no init pid".into()))
+        .and_then(|p| {
+            rustix::process::pidfd_open(p, PidfdFlags::empty())
+                .map_err(|e| ShimError::Container(format!("cannot watch the container init: {e}")))
+        })?;
+    state::write_json(
+        &dir.join(files::STATE),
+        &ShimState {
+            shim_pid: std::process::id() as i32,
+            pid,
+            started_at,
+        },
+    )
+    .map_err(|e| ShimError::Container(e.to_string()))?;
+    let _ = send(report, &StartReport::Started { pid, started_at });
+
+    let mut logs = LogWriter::open(&dir.join(files::LOGS), args.log)?;
+    let status = pump(&out_r, &err_r, &pidfd, &mut logs);
+    let _ = logs.flush();
+    reap_children();
+
+    let oom_killed = cgroups::oom_kills(&rec.cgroups_path) > 0;
+    let exit = ExitInfo {
+        exit_code: status,
+        oom_killed,
+        finished_at: Utc::now(),
+        error: String::new(),
+    };
+    state::write_json(&dir.join(files::EXIT), &exit)
+        .map_err(|e| ShimError::Container(e.to_string()))?;
+    if let Err(e) = container.delete(true) {
+        tracing::warn!(error = %describe(&e), "cannot delete the container's runtime state");
+    }
+    Ok(())
+}
+
+fn describe(e: &libcontainer::error::LibcontainerError) -> String {
+    // libcontainer nests the useful cause (e.g. "executable 'x' not found in $PATH").
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg = format!("{msg}: {t}");
+        }
+        src = s.source();
+    }
+    msg
+}
+
+/// A libcontainer state directory left by a helper that died (not after a reboot: /run is
+/// a tmpfs) would make `build` fail with "container already exists".
+fn remove_stale_state(state_root: &Path, id: &str) {
+    let d = state_root.join(id);
+    if d.exists() {
+        if let Ok(mut c) = libcontainer::container::Container::load(d.clone()) {
+            let _ = c.delete(true);
+        }
+        let _ = fs::remove_dir_all(&d);
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| io_err("cannot create a pipe", Path::new("pipe"))(e.into()))
+}
+
+/// Copies output into the logs until the init exits and the pipes are drained; returns
+/// Docker's exit code (the status, or 128 + signal).
+fn pump(out_r: &OwnedFd, err_r: &OwnedFd, pidfd: &OwnedFd, logs: &mut LogWriter) -> i32 {
+    let mut open = [true, true];
+    let mut exit: Option<i32> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if exit.is_some() && !open[0] && !open[1] {
+            break;
+        }
+        if let Some(d) = drain_deadline
+            && Instant::now() >= d
+        {
+            break;
+        }
+        let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+        let mut which = Vec::with_capacity(3);
+        if open[0] {
+            fds.push(PollFd::new(out_r, PollFlags::IN));
+            which.push(0);
+        }
+        if open[1] {
+            fds.push(PollFd::new(err_r, PollFlags::IN));
+            which.push(1);
+        }
+        if exit.is_none() {
+            fds.push(PollFd::new(pidfd, PollFlags::IN));
+            which.push(2);
+        }
+        let timeout = drain_deadline.map(|_| rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        });
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "poll failed");
+                break;
+            }
+        }
+        let ready: Vec<(usize, PollFlags)> = fds
+            .iter()
+            .zip(&which)
+            .map(|(f, w)| (*w, f.revents()))
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        drop(fds);
+        for (w, _) in ready {
+            match w {
+                0 | 1 => {
+                    let fd = if w == 0 { out_r } else { err_r };
+                    let stream = if w == 0 {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
+                    match rustix::io::read(fd, &mut buf) {
+                        Ok(0) => open[w] = false,
+                        Ok(n) => {
+                            if let Err(e) = logs.write(stream, &buf[..n]) {
+                                tracing::warn!(error = %e, "cannot write the container log");
+                            }
+                        }
+                        Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                        Err(_) => open[w] = false,
+                    }
+                }
+                _ => {
+                    exit = Some(wait_pidfd(pidfd));
+                    // Processes of the container die with its init; give their buffered
+                    // output a moment to arrive, without waiting on a pipe held elsewhere.
+                    drain_deadline = Some(Instant::now() + Duration::from_secs(2));
+                }
+            }
+        }
+    }
+    exit.unwrap_or(255)
+}
+
+fn wait_pidfd(pidfd: &OwnedFd) -> i32 {
+    loop {
+        match rustix::process::waitid(
+            rustix::process::WaitId::PidFd(pidfd.as_fd()),
+            WaitIdOptions::EXITED,
+        ) {
+            Ok(Some(st)) => {
+                if let Some(code) = st.exit_status() {
+                    return code;
+                }
+                if let Some(sig) = st.terminating_signal() {
+                    return 128 + sig;
+                }
+                return 255;
+            }
+            Ok(None) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot collect the container's exit status");
+                return 255;
+            }
+        }
+    }
+}
+
+/// Reaps any other children (libcontainer's intermediate process, orphans re-parented to
+/// us as subreaper).
+fn reap_children() {
+    while let Ok(Some(_)) = rustix::process::waitpid(None, WaitOptions::NOHANG) {}
+}
+
+/// Reads the helper's report from its stdout (daemon side, blocking). `None` when the helper
+/// died before reporting.
+pub fn read_report(mut r: impl Read) -> Option<StartReport> {
+    let mut s = String::new();
+    r.read_to_string(&mut s).ok()?;
+    serde_json::from_str(s.lines().next()?).ok()
+}

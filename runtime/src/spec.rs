@@ -1,0 +1,218 @@
+//! The OCI runtime spec of a container, assembled from its record with Docker's defaults:
+//! namespaces, capabilities, seccomp, masked and read-only paths, minimal /dev, resource
+//! limits, and the mounts the user asked for.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::OciSpecError;
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::cgroups::CgroupVersion;
+use crate::model::{ContainerRecord, NetworkMode};
+use crate::{defaults, seccomp};
+
+/// Errors assembling a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid runtime spec for container {id}: {source}")]
+    Build { id: String, source: OciSpecError },
+    #[error("invalid capabilities for container {id}: {message}")]
+    Capabilities { id: String, message: String },
+}
+
+/// Host paths a spec refers to.
+#[derive(Clone, Debug)]
+pub struct SpecPaths {
+    /// The mounted overlay root.
+    pub rootfs: PathBuf,
+    /// Files bind-mounted over the image's `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`.
+    pub hostname: PathBuf,
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    /// The pinned network namespace (unused with the host network).
+    pub netns: PathBuf,
+}
+
+/// CPU period used for `--cpus` (Docker's: 100 ms).
+const CPU_PERIOD: u64 = 100_000;
+
+/// Builds the spec for `rec`.
+pub fn build(rec: &ContainerRecord, paths: &SpecPaths) -> Result<Spec, SpecError> {
+    let id = rec.id.clone();
+    let err = |source| SpecError::Build {
+        id: id.clone(),
+        source,
+    };
+    let hc = &rec.host_config;
+
+    let user = UserBuilder::default()
+        .uid(rec.user.uid)
+        .gid(rec.user.gid)
+        .additional_gids(rec.user.additional_gids.clone())
+        .build()
+        .map_err(err)?;
+    let caps =
+        defaults::oci_capabilities(&rec.capabilities).map_err(|e| SpecError::Capabilities {
+            id: rec.id.clone(),
+            message: e.to_string(),
+        })?;
+    let mut argv = vec![rec.path.clone()];
+    argv.extend(rec.args.iter().cloned());
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user)
+        .args(argv)
+        .env(rec.env.clone())
+        .cwd(PathBuf::from(if rec.cwd.is_empty() {
+            "/"
+        } else {
+            &rec.cwd
+        }))
+        .capabilities(caps)
+        // Docker leaves no_new_privileges off. Leave the field out rather than `false`:
+        // libcontainer 0.7 loads the seccomp filter while it still holds CAP_SYS_ADMIN only
+        // when the field is absent; with `Some(false)` it loads after dropping capabilities
+        // and the kernel refuses the filter.
+        .build()
+        .map_err(err)?;
+
+    let mut mounts = defaults::default_mounts(hc.shm_size.max(0) as u64);
+    let etc_bind = |src: &Path, dst: &str| -> Result<Mount, OciSpecError> {
+        MountBuilder::default()
+            .destination(dst)
+            .typ("bind")
+            .source(src)
+            .options(vec!["rbind".into(), "rprivate".into()])
+            .build()
+    };
+    mounts.push(etc_bind(&paths.hostname, "/etc/hostname").map_err(err)?);
+    mounts.push(etc_bind(&paths.hosts, "/etc/hosts").map_err(err)?);
+    mounts.push(etc_bind(&paths.resolv_conf, "/etc/resolv.conf").map_err(err)?);
+    for m in &rec.mounts {
+        let built = if m.kind == "tmpfs" {
+            let mut opts = vec!["nosuid".to_owned(), "nodev".to_owned(), "noexec".to_owned()];
+            opts.extend(m.options.iter().cloned());
+            MountBuilder::default()
+                .destination(&m.destination)
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(opts)
+                .build()
+        } else {
+            let rw = if m.rw { "rw" } else { "ro" };
+            MountBuilder::default()
+                .destination(&m.destination)
+                .typ("bind")
+                .source(&m.source)
+                .options(vec!["rbind".into(), "rprivate".into(), rw.into()])
+                .build()
+        };
+        mounts.push(built.map_err(err)?);
+    }
+
+    let mut namespaces = Vec::new();
+    for t in [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ] {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(t)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if CgroupVersion::detect() == CgroupVersion::V2 {
+        // Docker gives containers a private cgroup namespace on cgroup v2.
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Cgroup)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if rec.network == NetworkMode::None {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(paths.netns.clone())
+                .build()
+                .map_err(err)?,
+        );
+    }
+
+    let mut resources = LinuxResourcesBuilder::default().devices(defaults::device_cgroup_rules());
+    if hc.memory > 0 {
+        let mut mem = LinuxMemoryBuilder::default().limit(hc.memory);
+        if swap_limit_supported() {
+            // Docker's default: as much swap as memory (memory+swap = 2 × memory).
+            mem = mem.swap(hc.memory.saturating_mul(2));
+        }
+        resources = resources.memory(mem.build().map_err(err)?);
+    }
+    if hc.nano_cpus > 0 {
+        let quota = (hc.nano_cpus as i128 * CPU_PERIOD as i128 / 1_000_000_000) as i64;
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota.max(1000))
+                .period(CPU_PERIOD)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if let Some(limit) = hc.pids_limit.filter(|l| *l > 0) {
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(err)?,
+        );
+    }
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(&rec.cgroups_path))
+        .resources(resources.build().map_err(err)?)
+        .masked_paths(defaults::masked_paths())
+        .readonly_paths(defaults::readonly_paths())
+        .seccomp(seccomp::docker_default(
+            &rec.capabilities,
+            std::env::consts::ARCH,
+            seccomp::kernel_version(),
+        ))
+        .build()
+        .map_err(err)?;
+
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(
+            RootBuilder::default()
+                .path(paths.rootfs.clone())
+                .readonly(hc.readonly_rootfs)
+                .build()
+                .map_err(err)?,
+        )
+        .hostname(rec.config.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .map_err(err)
+}
+
+/// Whether a memory+swap limit can be set: always on cgroup v2, on v1 only with swap
+/// accounting (`memory.memsw.*`).
+fn swap_limit_supported() -> bool {
+    match CgroupVersion::detect() {
+        CgroupVersion::V2 => true,
+        CgroupVersion::V1 => {
+            Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+        }
+    }
+}
