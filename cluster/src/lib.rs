@@ -1,1 +1,7 @@
-//! placeholder
+//! shoal-cluster: the node engine today; the manager brain (orchestrators, scheduler,
+//! allocator, dispatcher, PKI) and the worker agent arrive with the cluster and services
+//! issues and run tasks through the same [`engine::Engine`].
+
+pub mod engine;
+
+pub use engine::{Engine, EngineError, EngineOptions, NodeInfo};
