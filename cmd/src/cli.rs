@@ -1,0 +1,653 @@
+//! Command-line definitions (clap). Verbs, flags and defaults follow the docker CLI.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// shoal: a Docker-Swarm-class cluster in one static binary.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Daemon socket to connect to (unix:///path), like DOCKER_HOST.
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "SHOAL_HOST",
+        global = true,
+        value_name = "HOST"
+    )]
+    pub host: Option<String>,
+
+    /// Enable debug output.
+    #[arg(short = 'D', long = "debug", global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the shoal daemon.
+    Daemon(DaemonArgs),
+    /// Show the shoal version information.
+    Version(FormatArgs),
+    /// Display system-wide information.
+    Info(FormatArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Log in to a registry.
+    Login(LoginArgs),
+    /// Log out from a registry.
+    Logout(LogoutArgs),
+
+    /// Create and run a new container from an image.
+    Run(RunArgs),
+    /// Create a new container.
+    Create(RunArgs),
+    /// Start one or more stopped containers.
+    Start(StartArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Return low-level information on shoal objects.
+    Inspect(InspectArgs),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(StatsArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Remove one or more images.
+    Rmi(ImageRmArgs),
+
+    /// Internal: the per-container helper process.
+    #[command(hide = true)]
+    Shim(ShimArgs),
+    /// Internal: the exec helper process.
+    #[command(hide = true, name = "shim-exec")]
+    ShimExec(ShimExecArgs),
+}
+
+/// `--format` for single-object commands.
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Format output using a custom template ('json' or a Go template).
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Root directory of persistent state.
+    #[arg(long, default_value = "/var/lib/shoal", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Root directory of runtime state (sockets, helper state, namespaces).
+    #[arg(long, default_value = "/run/shoal", value_name = "DIR")]
+    pub run_dir: PathBuf,
+    /// API socket path (default: <run-dir>/shoal.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Registry reachable over plain HTTP (host[:port]); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Directory of per-registry CA certificates (<dir>/<host[:port]>/*.crt).
+    #[arg(long, default_value = "/etc/shoal/certs.d", value_name = "DIR")]
+    pub registry_certs_dir: PathBuf,
+    /// Maximum size of a container log file before rotation.
+    #[arg(long, default_value = "10m", value_name = "SIZE")]
+    pub log_max_size: String,
+    /// Number of container log files kept (rotated ones included).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub log_max_files: u32,
+    /// Cgroup parent of containers (default: shoal, or shoal-<hash> for a non-default data dir).
+    #[arg(long, value_name = "NAME")]
+    pub cgroup_parent: Option<String>,
+    /// Log level of the daemon (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCmd {
+    /// Create and run a new container from an image.
+    Run(RunArgs),
+    /// Create a new container.
+    Create(RunArgs),
+    /// Start one or more stopped containers.
+    Start(StartArgs),
+    /// List containers.
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(PsArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Remove one or more containers.
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+    /// Display detailed information on one or more containers.
+    Inspect(InspectArgs),
+    /// Display container resource usage statistics.
+    Stats(StatsArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(NamesArgs),
+    /// Pause all processes within one or more containers.
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(NamesArgs),
+    /// Remove all stopped containers.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Load images from a docker-save or OCI archive (file or '-' for stdin).
+    #[command(visible_alias = "load")]
+    Import(ImportArgs),
+    /// Write images to an OCI archive (also loadable by docker load).
+    #[command(visible_alias = "save")]
+    Export(ExportArgs),
+    /// List images.
+    #[command(visible_alias = "list")]
+    Ls(ImagesArgs),
+    /// Display detailed information on one or more images.
+    Inspect(InspectArgs),
+    /// Remove one or more images.
+    #[command(visible_alias = "remove")]
+    Rm(ImageRmArgs),
+    /// Remove unused images.
+    Prune(ImagePruneArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(TagArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume.
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    #[command(visible_alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Display detailed information on one or more volumes.
+    Inspect(InspectArgs),
+    /// Remove one or more volumes.
+    #[command(visible_alias = "remove")]
+    Rm(VolumeRmArgs),
+    /// Remove unused volumes.
+    Prune(PruneArgs),
+}
+
+/// Flags of `run` and `create`.
+#[derive(Debug, Args, Clone)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Run container in background and print container ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Automatically remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Set metadata on a container.
+    #[arg(short = 'l', long = "label", value_name = "K=V")]
+    pub label: Vec<String>,
+    /// Bind mount a volume (NAME:/path[:ro] or /host:/path[:ro]).
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs directory (/path[:options]).
+    #[arg(long = "tmpfs", value_name = "SPEC")]
+    pub tmpfs: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Memory limit (e.g. 32m).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Tune container pids limit (-1 for unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Add Linux capabilities.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Signal to stop the container.
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container.
+    #[arg(long, allow_hyphen_values = true)]
+    pub stop_timeout: Option<i64>,
+    /// Connect a container to a network (none or host).
+    #[arg(long, alias = "net", default_value = "none")]
+    pub network: String,
+    /// Suppress the pull output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The image, then the command and its arguments.
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "IMAGE [COMMAND] [ARG...]")]
+    pub image_and_command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only display container IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long, allow_hyphen_values = true)]
+    pub last: Option<i64>,
+    /// Show the latest created container (includes all states).
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Filter output based on conditions provided (status=, name=, id=, label=, ancestor=).
+    #[arg(short = 'f', long = "filter")]
+    pub filter: Vec<String>,
+    /// Format output ('table', 'json' or a Go template).
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow log output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp or relative time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show timestamps.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(
+        short = 't',
+        long = "time",
+        visible_alias = "timeout",
+        allow_hyphen_values = true
+    )]
+    pub time: Option<i64>,
+    /// Signal to send to the container.
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send to the container.
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL).
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct ExecArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Detached mode: run command in the background.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// The container, then the command and its arguments.
+    #[arg(required = true, num_args = 2.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "CONTAINER COMMAND [ARG...]")]
+    pub container_and_command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Format output using a custom template.
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Return JSON for specified type (container, image, volume).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format output ('table', 'json' or a Go template).
+    #[arg(long)]
+    pub format: Option<String>,
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Suppress verbose output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Read from a file instead of the positional argument.
+    #[arg(short = 'i', long = "input")]
+    pub input: Option<String>,
+    /// Name the imported image (overrides the archive's names).
+    #[arg(short = 't', long)]
+    pub tag: Option<String>,
+    /// Suppress the load output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The archive ('-' for stdin).
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Show all images.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Format output ('table', 'json' or a Go template).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Filter by repository[:tag].
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageRmArgs {
+    /// Force removal of the image.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagePruneArgs {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// Set metadata for a volume.
+    #[arg(long = "label", value_name = "K=V")]
+    pub label: Vec<String>,
+    /// Volume driver name (only "local").
+    #[arg(short = 'd', long, default_value = "local")]
+    pub driver: String,
+    #[arg(long = "name")]
+    pub name_flag: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeLsArgs {
+    /// Only display volume names.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Format output ('table', 'json' or a Go template).
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeRmArgs {
+    /// Force the removal of one or more volumes.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "VOLUME")]
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Username.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password.
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Take the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The registry (default: docker.io).
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub state_root: PathBuf,
+    #[arg(long)]
+    pub log_max_size: u64,
+    #[arg(long)]
+    pub log_max_files: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ShimExecArgs {
+    #[arg(long)]
+    pub state_root: PathBuf,
+    #[arg(long)]
+    pub id: String,
+    /// uid:gid:groups
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub cwd: Option<String>,
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    #[arg(last = true, required = true)]
+    pub cmd: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn run_stops_parsing_at_the_image() {
+        let c = parse(&[
+            "shoal", "run", "--rm", "-e", "A=1", "busybox", "ls", "-l", "--rm",
+        ]);
+        let Command::Run(r) = c.command else { panic!() };
+        assert!(r.rm);
+        assert_eq!(r.env, ["A=1"]);
+        assert_eq!(r.image_and_command, ["busybox", "ls", "-l", "--rm"]);
+    }
+
+    #[test]
+    fn run_hostname_short_flag() {
+        let c = parse(&["shoal", "container", "run", "-h", "box", "-d", "busybox"]);
+        let Command::Container(ContainerCmd::Run(r)) = c.command else {
+            panic!()
+        };
+        assert_eq!(r.hostname.as_deref(), Some("box"));
+        assert!(r.detach);
+    }
+
+    #[test]
+    fn exec_takes_the_rest() {
+        let c = parse(&["shoal", "exec", "-e", "X=1", "web", "sh", "-c", "exit 3"]);
+        let Command::Exec(e) = c.command else {
+            panic!()
+        };
+        assert_eq!(e.container_and_command, ["web", "sh", "-c", "exit 3"]);
+    }
+
+    #[test]
+    fn aliases() {
+        assert!(matches!(
+            parse(&["shoal", "container", "ps", "-a"]).command,
+            Command::Container(ContainerCmd::Ls(_))
+        ));
+        assert!(matches!(
+            parse(&["shoal", "image", "load", "x.tar"]).command,
+            Command::Image(ImageCmd::Import(_))
+        ));
+        assert!(matches!(
+            parse(&["shoal", "image", "list"]).command,
+            Command::Image(ImageCmd::Ls(_))
+        ));
+    }
+}

@@ -1,0 +1,112 @@
+//! `volume create|ls|rm|prune`.
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use super::{confirm, q, report};
+use crate::cli::{PruneArgs, VolumeCreateArgs, VolumeLsArgs, VolumeRmArgs};
+use crate::client::Client;
+use crate::format;
+
+/// `volume create`.
+pub async fn create(c: &Client, a: VolumeCreateArgs) -> Result<i32> {
+    if a.name.is_some() && a.name_flag.is_some() && a.name != a.name_flag {
+        bail!("conflicting options: either specify --name or provide positional arg, not both");
+    }
+    let labels: serde_json::Map<String, Value> = a
+        .label
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_owned(), json!(v)),
+            None => (l.clone(), json!("")),
+        })
+        .collect();
+    let v: Value = c
+        .post(
+            "/volumes/create",
+            &json!({ "Name": a.name.or(a.name_flag), "Driver": a.driver, "Labels": labels }),
+        )
+        .await?;
+    println!("{}", v["Name"].as_str().unwrap_or_default());
+    Ok(0)
+}
+
+/// `volume ls`.
+pub async fn ls(c: &Client, a: VolumeLsArgs) -> Result<i32> {
+    let r: Value = c.get("/volumes").await?;
+    let vols = r["Volumes"].as_array().cloned().unwrap_or_default();
+    if a.quiet {
+        for v in &vols {
+            println!("{}", v["Name"].as_str().unwrap_or_default());
+        }
+        return Ok(0);
+    }
+    let rows: Vec<Value> = vols
+        .iter()
+        .map(|v| {
+            json!({
+                "Driver": v["Driver"],
+                "Name": v["Name"],
+                "Mountpoint": v["Mountpoint"],
+                "Scope": v["Scope"],
+                "Labels": v["Labels"].as_object().map(|m| m.iter().map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+            })
+        })
+        .collect();
+    super::container::print_rows(
+        a.format.as_deref(),
+        &rows,
+        &[
+            ("Driver", "DRIVER"),
+            ("Name", "VOLUME NAME"),
+            ("Mountpoint", "MOUNTPOINT"),
+            ("Scope", "SCOPE"),
+            ("Labels", "LABELS"),
+        ],
+        "table {{.Driver}}\t{{.Name}}",
+    )
+}
+
+/// `volume rm`.
+pub async fn rm(c: &Client, a: VolumeRmArgs) -> Result<i32> {
+    let mut failed = false;
+    for n in &a.volumes {
+        match c
+            .request(
+                http::Method::DELETE,
+                &format!("/volumes/{}?force={}", q(n), u8::from(a.force)),
+                crate::client::empty(),
+                &[],
+            )
+            .await
+        {
+            Ok(_) => println!("{n}"),
+            Err(e) => report(&mut failed, e),
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+/// `volume prune`.
+pub async fn prune(c: &Client, a: PruneArgs) -> Result<i32> {
+    if !a.force
+        && !confirm(
+            "WARNING! This will remove all local volumes not used by at least one container.\nAre you sure you want to continue?",
+        )
+    {
+        return Ok(0);
+    }
+    let r: Value = c.post("/volumes/prune", &json!({})).await?;
+    if let Some(d) = r["VolumesDeleted"].as_array().filter(|d| !d.is_empty()) {
+        println!("Deleted Volumes:");
+        for v in d {
+            println!("{}", v.as_str().unwrap_or_default());
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        format::human_size(r["SpaceReclaimed"].as_f64().unwrap_or(0.0))
+    );
+    Ok(0)
+}
