@@ -178,6 +178,51 @@ fn parse_counter(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Controllers libcgroups' v1 manager creates a container cgroup in.
+const V1_MANAGED: &[&str] = &[
+    "cpu", "cpuacct", "cpuset", "devices", "hugetlb", "memory", "pids", "perf_event", "blkio",
+    "net_prio", "net_cls", "freezer",
+];
+
+/// On a cgroup v1 host: for each mounted hierarchy holding a controller the container's
+/// cgroup is created in, the host directory of the container's cgroup and the name it gets
+/// under the container's `/sys/fs/cgroup` (`memory`, `cpu,cpuacct`, …). The spec mounts
+/// these read-only (libcontainer's own v1 cgroup mount is read-write, which would let root
+/// in a container raise its own limits).
+pub fn v1_container_mounts(cgroups_path: &str) -> Vec<(PathBuf, String)> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    v1_mounts_from(&info, cgroups_path)
+}
+
+fn v1_mounts_from(mountinfo: &str, cgroups_path: &str) -> Vec<(PathBuf, String)> {
+    let rel = cgroups_path.trim_start_matches('/');
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        // id parent maj:min root mountpoint options [optional…] - fstype source superopts
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let mut r = right.split(' ');
+        if r.next() != Some("cgroup") {
+            continue;
+        }
+        let superopts = r.nth(1).unwrap_or_default();
+        let Some(mountpoint) = left.split(' ').nth(4) else { continue };
+        if !mountpoint.starts_with("/sys/fs/cgroup/") {
+            continue;
+        }
+        if !superopts.split(',').any(|o| V1_MANAGED.contains(&o)) {
+            continue;
+        }
+        let name = mountpoint.trim_start_matches("/sys/fs/cgroup/").to_owned();
+        if name.is_empty() || name.contains('/') {
+            continue;
+        }
+        out.push((Path::new(mountpoint).join(rel), name));
+    }
+    out
+}
+
 /// Total memory of the host in bytes.
 pub fn host_memory() -> u64 {
     fs::read_to_string("/proc/meminfo")
@@ -227,6 +272,23 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("shoal-"));
         assert_eq!(container_path("shoal", "abc"), "/shoal/abc");
+    }
+
+    #[test]
+    fn v1_mounts() {
+        let info = "\
+35 25 0:30 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+36 25 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+37 25 0:32 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
+38 25 0:33 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+39 25 0:34 / /proc rw - proc proc rw";
+        assert_eq!(
+            v1_mounts_from(info, "/shoal/abc"),
+            vec![
+                (PathBuf::from("/sys/fs/cgroup/memory/shoal/abc"), "memory".to_owned()),
+                (PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/shoal/abc"), "cpu,cpuacct".to_owned()),
+            ]
+        );
     }
 
     #[test]

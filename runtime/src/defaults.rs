@@ -1,5 +1,5 @@
 //! Docker-equivalent container defaults: capability set, masked and read-only paths,
-//! standard mounts, device cgroup rules and resource limits.
+//! standard mounts and device cgroup rules.
 //!
 //! Everything here is pure data for the spec builder. The values follow moby's
 //! `oci/defaults.go`, `oci/caps/utils.go` and `daemon/oci_linux.go`, plus the device rules
@@ -27,7 +27,6 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, Mount,
-    PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
 };
 
 /// Docker's default capability set (moby `oci/caps/defaults.go`).
@@ -341,25 +340,6 @@ pub fn device_cgroup_rules() -> Vec<LinuxDeviceCgroup> {
     ]
 }
 
-/// Resource limits for every container: `RLIMIT_NOFILE` 1024 soft / 524288 hard.
-///
-/// Docker puts no rlimits in the spec by default; containers inherit dockerd's limits,
-/// which since Docker 25 (the systemd unit no longer sets `LimitNOFILE=infinity`) are
-/// systemd's default 1024:524288 on systemd hosts. shoal's daemon may be started by any
-/// init system, so the limit is pinned to that value for the same result everywhere.
-/// (containerd's own default spec sets 1024:1024.)
-pub fn default_rlimits() -> Vec<PosixRlimit> {
-    let nofile = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .soft(1024u64)
-        .hard(524_288u64)
-        .build()
-        // Every field of the builder has a default and there is no validation, so
-        // build() cannot fail.
-        .expect("PosixRlimitBuilder with defaults cannot fail");
-    vec![nofile]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,11 +613,4 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rlimits_pin_nofile() {
-        let limits = default_rlimits();
-        assert_eq!(limits.len(), 1);
-        assert_eq!(limits[0].typ(), PosixRlimitType::RlimitNofile);
-        assert_eq!((limits[0].soft(), limits[0].hard()), (1024, 524_288));
-    }
 }

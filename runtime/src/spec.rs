@@ -13,7 +13,7 @@ use oci_spec::runtime::{
 
 use crate::cgroups::CgroupVersion;
 use crate::model::{ContainerRecord, NetworkMode};
-use crate::{defaults, seccomp};
+use crate::{cgroups, defaults, seccomp};
 
 /// Errors assembling a spec.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,9 @@ pub fn build(rec: &ContainerRecord, paths: &SpecPaths) -> Result<Spec, SpecError
         .map_err(err)?;
 
     let mut mounts = defaults::default_mounts(hc.shm_size.max(0) as u64);
+    if CgroupVersion::detect() == CgroupVersion::V1 {
+        mounts = v1_cgroup_mounts(mounts, &rec.cgroups_path).map_err(err)?;
+    }
     let etc_bind = |src: &Path, dst: &str| -> Result<Mount, OciSpecError> {
         MountBuilder::default()
             .destination(dst)
@@ -183,7 +186,7 @@ pub fn build(rec: &ContainerRecord, paths: &SpecPaths) -> Result<Spec, SpecError
         .readonly_paths(defaults::readonly_paths())
         .seccomp(seccomp::docker_default(
             &rec.capabilities,
-            std::env::consts::ARCH,
+            seccomp::host_arch(),
             seccomp::kernel_version(),
         ))
         .build()
@@ -204,6 +207,50 @@ pub fn build(rec: &ContainerRecord, paths: &SpecPaths) -> Result<Spec, SpecError
         .linux(linux)
         .build()
         .map_err(err)
+}
+
+/// Replaces the `cgroup` mount with a tmpfs and read-only binds of the container's own
+/// cgroup directories. libcontainer 0.7 mounts v1 hierarchies read-write whatever the spec
+/// says; Docker (runc) mounts them read-only, so a container cannot raise its own limits.
+fn v1_cgroup_mounts(mounts: Vec<Mount>, cgroups_path: &str) -> Result<Vec<Mount>, OciSpecError> {
+    let mut out = Vec::with_capacity(mounts.len() + 12);
+    for m in mounts {
+        if m.typ().as_deref() != Some("cgroup") {
+            out.push(m);
+            continue;
+        }
+        let base = m.destination().clone();
+        out.push(
+            MountBuilder::default()
+                .destination(&base)
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(vec![
+                    "nosuid".into(),
+                    "noexec".into(),
+                    "nodev".into(),
+                    "mode=755".into(),
+                ])
+                .build()?,
+        );
+        for (src, name) in cgroups::v1_container_mounts(cgroups_path) {
+            out.push(
+                MountBuilder::default()
+                    .destination(base.join(name))
+                    .typ("bind")
+                    .source(src)
+                    .options(vec![
+                        "rbind".into(),
+                        "ro".into(),
+                        "nosuid".into(),
+                        "noexec".into(),
+                        "nodev".into(),
+                    ])
+                    .build()?,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a memory+swap limit can be set: always on cgroup v2, on v1 only with swap

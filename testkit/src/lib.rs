@@ -8,7 +8,9 @@
 //! - [`registry`]: Debian's `docker-registry` on 127.0.0.1, `skopeo` pushes, a counting and
 //!   stalling TCP proxy, and a tiny blocking HTTP client.
 //! - [`token`]: a bearer-token issuer for the registry's `auth: token` mode.
+//! - [`daemon`]: a `shoal daemon` under test with its own directories, and a CLI runner.
 
+pub mod daemon;
 pub mod hostile;
 pub mod images;
 pub mod registry;

@@ -1,0 +1,278 @@
+//! A `shoal daemon` under test: its own data, run dir and socket in a temporary directory,
+//! started from the real binary, ready when it prints its ready line; plus a CLI runner.
+//!
+//! Dropping it force-removes every container it made (containers outlive the daemon by
+//! design), stops it, kills stray helpers and unmounts what is left under its directories.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// How to start a daemon.
+#[derive(Clone, Debug, Default)]
+pub struct DaemonOptions {
+    /// `--insecure-registry` values.
+    pub insecure_registries: Vec<String>,
+    /// Extra daemon flags (`--log-max-size 1k`, …).
+    pub args: Vec<String>,
+    /// An explicit `--socket` (default `<run>/shoal.sock`).
+    pub socket: Option<PathBuf>,
+    /// `--registry-certs-dir` (default: an empty dir of the daemon's).
+    pub certs_dir: Option<PathBuf>,
+}
+
+/// A running daemon under test.
+pub struct Daemon {
+    /// The temporary root holding everything of this daemon.
+    pub root: tempfile::TempDir,
+    pub data: PathBuf,
+    pub run: PathBuf,
+    pub socket: PathBuf,
+    /// Client config dir (`SHOAL_CONFIG`) for `login`.
+    pub config: PathBuf,
+    /// Directory put first in the daemon's PATH: it holds decoy `runc`, `crun`, `docker`,
+    /// `containerd` and `ctr` scripts that record any call in [`Daemon::decoy_log`].
+    pub decoys: PathBuf,
+    pub bin: PathBuf,
+    pub log: PathBuf,
+    opts: DaemonOptions,
+    child: Option<Child>,
+}
+
+const DECOYS: &[&str] = &["runc", "crun", "docker", "dockerd", "containerd", "ctr", "containerd-shim", "youki"];
+
+impl Daemon {
+    /// Starts a daemon with default options.
+    pub fn start(bin: &Path) -> Result<Daemon> {
+        Daemon::start_with(bin, DaemonOptions::default())
+    }
+
+    /// Starts a daemon.
+    pub fn start_with(bin: &Path, opts: DaemonOptions) -> Result<Daemon> {
+        let root = tempfile::Builder::new().prefix("shoal-test-").tempdir()?;
+        let data = root.path().join("data");
+        let run = root.path().join("run");
+        let config = root.path().join("client");
+        let decoys = root.path().join("decoys");
+        std::fs::create_dir_all(&decoys)?;
+        let log_file = root.path().join("decoy-calls.log");
+        for d in DECOYS {
+            let p = decoys.join(d);
+            std::fs::write(
+                &p,
+                format!("#!/bin/sh\necho \"{d} $*\" >> {}\nexit 1\n", log_file.display()),
+            )?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let socket = opts.socket.clone().unwrap_or_else(|| run.join("shoal.sock"));
+        let mut d = Daemon {
+            log: root.path().join("daemon.log"),
+            root,
+            data,
+            run,
+            socket,
+            config,
+            decoys,
+            bin: bin.to_owned(),
+            opts,
+            child: None,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let certs = self
+            .opts
+            .certs_dir
+            .clone()
+            .unwrap_or_else(|| self.root.path().join("certs.d"));
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("daemon")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--run-dir")
+            .arg(&self.run)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--registry-certs-dir")
+            .arg(certs);
+        for r in &self.opts.insecure_registries {
+            cmd.arg("--insecure-registry").arg(r);
+        }
+        cmd.args(&self.opts.args);
+        // Decoys first; then only what a minimal system has.
+        cmd.env("PATH", format!("{}:/usr/bin:/bin:/usr/sbin:/sbin", self.decoys.display()));
+        cmd.env("RUST_LOG", "info");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        cmd.stdout(Stdio::from(log.try_clone()?)).stdin(Stdio::null());
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", self.bin.display()))?;
+        let stderr = child.stderr.take().context("no daemon stderr")?;
+        let (tx, rx) = mpsc::channel();
+        let mut log_out = log;
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log_out, "{line}");
+                if !sent && line.contains("shoal daemon ready on") {
+                    let _ = tx.send(());
+                    sent = true;
+                }
+            }
+        });
+        self.child = Some(child);
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            bail!("the daemon did not become ready in 30 s; its log:\n{log}");
+        }
+        Ok(())
+    }
+
+    /// `unix://` host URL of the socket.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A `shoal` CLI command aimed at this daemon.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("SHOAL_HOST", self.host())
+            .env("SHOAL_CONFIG", &self.config)
+            .env("DOCKER_CONFIG", self.root.path().join("no-docker-config"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the CLI with `args` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        match self.cli().args(args).output() {
+            Ok(o) => o,
+            Err(e) => panic!("cannot run {} {args:?}: {e}", self.bin.display()),
+        }
+    }
+
+    /// Runs the CLI, panics (with its output) unless it succeeds, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        if !o.status.success() {
+            panic!(
+                "shoal {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log tail:\n{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+                self.log_tail(40)
+            );
+        }
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The last lines of the daemon's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Calls any decoy runtime binary received (empty when shoal never used one).
+    pub fn decoy_log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("decoy-calls.log")).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the daemon with SIGKILL (its containers keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same directories (after [`Daemon::kill9`]), with
+    /// the same binary or another one (an upgrade).
+    pub fn restart(&mut self, bin: Option<&Path>) -> Result<()> {
+        self.kill9();
+        if let Some(b) = bin {
+            self.bin = b.to_owned();
+        }
+        self.spawn()
+    }
+
+    /// Waits until `f` holds, polling every 50 ms, up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        f()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some()
+            && let Ok(o) = self.cli().args(["ps", "-aq", "--no-trunc"]).output()
+        {
+            for id in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = self.cli().args(["rm", "-f", id]).output();
+            }
+        }
+        self.terminate();
+        // Stray helpers (a test that killed the daemon mid-way).
+        let marker = self.data.display().to_string();
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&marker) {
+                    // SAFETY: kill(2) of a process that runs one of our helpers.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        // Unmount anything left under our root (deepest first).
+        let root = self.root.path().display().to_string();
+        if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut mps: Vec<String> = info
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|m| m.starts_with(&root))
+                .map(str::to_owned)
+                .collect();
+            mps.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mps {
+                let _ = Command::new("umount").arg("-l").arg(&m).output();
+            }
+        }
+    }
+}
