@@ -62,7 +62,7 @@ pub fn main(a: ExecArgs) -> i32 {
     let pid = match tenant.build() {
         Ok(pid) => pid,
         Err(e) => {
-            let msg = full_message(&e);
+            let msg = crate::lifecycle::describe(&e);
             let code = if msg.contains("not found") {
                 EXEC_NOT_FOUND
             } else {
@@ -94,17 +94,4 @@ pub fn main(a: ExecArgs) -> i32 {
 fn fail(msg: &str) -> i32 {
     eprintln!("OCI runtime exec failed: {msg}");
     EXEC_FAILED
-}
-
-fn full_message(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg = format!("{msg}: {t}");
-        }
-        src = s.source();
-    }
-    msg
 }

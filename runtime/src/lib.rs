@@ -10,6 +10,7 @@
 pub mod cgroups;
 pub mod defaults;
 pub mod exec;
+pub mod lifecycle;
 pub mod logs;
 pub mod manager;
 pub mod model;

@@ -23,17 +23,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
 use rustix::event::{PollFd, PollFlags};
 use rustix::fs::FlockOperation;
-use rustix::process::{Pid, PidfdFlags, WaitIdOptions, WaitOptions};
+use rustix::process::WaitOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::logs::{LogConfig, LogWriter, Stream};
 use crate::model::{ContainerRecord, ExitInfo};
 use crate::rootfs::Overlay;
-use crate::{cgroups, state};
+use crate::{cgroups, lifecycle, state};
 
 /// File names inside a container directory shared by the helper and the daemon.
 pub mod files {
@@ -229,30 +227,15 @@ fn run_container(
     let (err_r, err_w) = pipe()?;
     let devnull = File::open("/dev/null").map_err(io_err("cannot open", Path::new("/dev/null")))?;
 
-    let builder = ContainerBuilder::new(rec.id.clone(), SyscallType::default())
-        .with_root_path(&args.state_root)
-        .map_err(|e| ShimError::Container(format!("invalid state root: {e}")))?
-        .with_stdin(OwnedFd::from(devnull))
-        .with_stdout(out_w)
-        .with_stderr(err_w);
-    let mut container = builder
-        .as_init(dir)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| ShimError::Container(describe(&e)))?;
-    if let Err(e) = container.start() {
-        let _ = container.delete(true);
-        return Err(ShimError::Container(describe(&e)));
-    }
+    let stdio = lifecycle::Stdio {
+        stdin: OwnedFd::from(devnull),
+        stdout: out_w,
+        stderr: err_w,
+    };
+    let (mut container, pidfd) = lifecycle::create_and_start(&rec.id, &args.state_root, dir, stdio)
+        .map_err(|e| ShimError::Container(e.0))?;
     let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
     let started_at = Utc::now();
-    let pidfd = Pid::from_raw(pid)
-        .ok_or_else(|| ShimError::Container("the container has no init pid".into()))
-        .and_then(|p| {
-            rustix::process::pidfd_open(p, PidfdFlags::empty())
-                .map_err(|e| ShimError::Container(format!("cannot watch the container init: {e}")))
-        })?;
     state::write_json(
         &dir.join(files::STATE),
         &ShimState {
@@ -278,24 +261,10 @@ fn run_container(
     };
     state::write_json(&dir.join(files::EXIT), &exit)
         .map_err(|e| ShimError::Container(e.to_string()))?;
-    if let Err(e) = container.delete(true) {
-        tracing::warn!(error = %describe(&e), "cannot delete the container's runtime state");
+    if let Err(e) = lifecycle::delete(&mut container) {
+        tracing::warn!(error = %e, "cannot delete the container's runtime state");
     }
     Ok(())
-}
-
-fn describe(e: &libcontainer::error::LibcontainerError) -> String {
-    // libcontainer nests the useful cause (e.g. "executable 'x' not found in $PATH").
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !msg.contains(&t) {
-            msg = format!("{msg}: {t}");
-        }
-        src = s.source();
-    }
-    msg
 }
 
 /// A libcontainer state directory left by a helper that died (not after a reboot: /run is
@@ -385,7 +354,7 @@ fn pump(out_r: &OwnedFd, err_r: &OwnedFd, pidfd: &OwnedFd, logs: &mut LogWriter)
                     }
                 }
                 _ => {
-                    exit = Some(wait_pidfd(pidfd));
+                    exit = Some(lifecycle::wait(pidfd));
                     // Processes of the container die with its init; give their buffered
                     // output a moment to arrive, without waiting on a pipe held elsewhere.
                     drain_deadline = Some(Instant::now() + Duration::from_secs(2));
@@ -394,31 +363,6 @@ fn pump(out_r: &OwnedFd, err_r: &OwnedFd, pidfd: &OwnedFd, logs: &mut LogWriter)
         }
     }
     exit.unwrap_or(255)
-}
-
-fn wait_pidfd(pidfd: &OwnedFd) -> i32 {
-    loop {
-        match rustix::process::waitid(
-            rustix::process::WaitId::PidFd(pidfd.as_fd()),
-            WaitIdOptions::EXITED,
-        ) {
-            Ok(Some(st)) => {
-                if let Some(code) = st.exit_status() {
-                    return code;
-                }
-                if let Some(sig) = st.terminating_signal() {
-                    return 128 + sig;
-                }
-                return 255;
-            }
-            Ok(None) => continue,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot collect the container's exit status");
-                return 255;
-            }
-        }
-    }
 }
 
 /// Reaps any other children (libcontainer's intermediate process, orphans re-parented to
