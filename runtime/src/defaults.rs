@@ -14,13 +14,14 @@
 //!   so there is no `default_devices()` here.
 //! - Device cgroup: on cgroup v1 libcgroups appends its own allow rules (the same six
 //!   devices, `c *:* m`, `b *:* m`, console, pts, ptmx, tun) after the spec's rules. On
-//!   cgroup v2 device rules are only enforced with libcgroups' `cgroupsv2_devices` feature
-//!   (eBPF), which the workspace does not enable.
+//!   cgroup v2 device rules are an eBPF program, from libcgroups' `cgroupsv2_devices`
+//!   feature, which the workspace enables.
 //! - `/sys/fs/cgroup`: a mount of type `cgroup` is special-cased by libcontainer. On a
 //!   unified (v2) host it mounts `cgroup2` (falling back to a bind mount of the
 //!   container's own cgroup) with the spec's flags, so `ro` is honoured. On a v1 or hybrid
 //!   host it mounts a tmpfs and bind-mounts each subsystem hierarchy `rw`: the spec's `ro`
-//!   is not applied there.
+//!   is not applied there, so `spec.rs` replaces that mount on v1 hosts with read-only
+//!   binds of its own.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -612,5 +613,4 @@ mod tests {
             ])
         );
     }
-
 }
