@@ -688,6 +688,7 @@ impl Runtime {
             _ => {}
         }
         let id = e.record.id.clone();
+        let t = std::time::Instant::now();
         if e.record.network == NetworkMode::None {
             let p = self.netns_path(&id);
             let hooks = self.inner.opts.network.clone();
@@ -703,6 +704,8 @@ impl Runtime {
                     message: n.to_string(),
                 })?;
         }
+        tracing::debug!(%id, ms = t.elapsed().as_secs_f64() * 1e3, "network namespace ready");
+        let t = std::time::Instant::now();
         let shim_log_path = e.dir.join(files::SHIM_LOG);
         let shim_log = File::options()
             .create(true)
@@ -733,6 +736,7 @@ impl Runtime {
             let _ = stdout.read_to_end(&mut out).await;
         }
         let report = crate::shim::read_report(&out[..]);
+        tracing::debug!(%id, ms = t.elapsed().as_secs_f64() * 1e3, "helper reported");
         match report {
             Some(StartReport::Started { pid, started_at }) => {
                 let init = Pid::from_raw(pid)

@@ -205,11 +205,22 @@ fn run(args: &ShimArgs, report: &mut Option<File>) -> Result<(), ShimError> {
 
     let overlay = Overlay::in_dir(dir, rec.layers.clone());
     overlay.prepare()?;
+    let t = Instant::now();
     overlay.mount()?;
+    tracing::debug!(
+        ms = t.elapsed().as_secs_f64() * 1e3,
+        "root filesystem mounted"
+    );
 
     let result = run_container(args, &rec, report);
     // Whatever happened, leave no mount behind.
-    if let Err(e) = overlay.unmount() {
+    let t = Instant::now();
+    let unmounted = overlay.unmount();
+    tracing::debug!(
+        ms = t.elapsed().as_secs_f64() * 1e3,
+        "root filesystem unmounted"
+    );
+    if let Err(e) = unmounted {
         tracing::warn!(error = %e, "cannot unmount the root filesystem");
     }
     drop(lock);
@@ -232,6 +243,7 @@ fn run_container(
         stdout: out_w,
         stderr: err_w,
     };
+    let t = Instant::now();
     let (mut container, pidfd) = lifecycle::create_and_start(&rec.id, &args.state_root, dir, stdio)
         .map_err(|e| ShimError::Container(e.0))?;
     let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
@@ -248,7 +260,13 @@ fn run_container(
     let _ = send(report, &StartReport::Started { pid, started_at });
 
     let mut logs = LogWriter::open(&dir.join(files::LOGS), args.log)?;
+    tracing::debug!(
+        ms = t.elapsed().as_secs_f64() * 1e3,
+        "container created and started"
+    );
+    let t = Instant::now();
     let status = pump(&out_r, &err_r, &pidfd, &mut logs);
+    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "container ran");
     let _ = logs.flush();
     reap_children();
 
@@ -261,7 +279,13 @@ fn run_container(
     };
     state::write_json(&dir.join(files::EXIT), &exit)
         .map_err(|e| ShimError::Container(e.to_string()))?;
-    if let Err(e) = lifecycle::delete(&mut container) {
+    let t = Instant::now();
+    let deleted = lifecycle::delete(&mut container);
+    tracing::debug!(
+        ms = t.elapsed().as_secs_f64() * 1e3,
+        "container state deleted"
+    );
+    if let Err(e) = deleted {
         tracing::warn!(error = %e, "cannot delete the container's runtime state");
     }
     Ok(())
