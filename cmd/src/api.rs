@@ -989,8 +989,11 @@ async fn image_get_rest(
     })))
 }
 
+/// Go's `time.RFC3339Nano` (trailing zeros of the fraction dropped), as docker prints an
+/// image's `Created`: `2024-01-01T00:00:00Z`.
 fn shoal_image_time(t: &DateTime<Utc>) -> String {
-    shoal_runtime::model::api_time(t)
+    let full = t.format("%Y-%m-%dT%H:%M:%S%.9f").to_string();
+    format!("{}Z", full.trim_end_matches('0').trim_end_matches('.'))
 }
 
 #[derive(Deserialize, Default)]
@@ -1177,6 +1180,23 @@ mod tests {
         );
         assert_eq!(parse_time("1767268800", now).unwrap(), now);
         assert!(parse_time("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn image_times_like_go_rfc3339nano() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(
+            shoal_image_time(&t("2024-01-01T00:00:00Z")),
+            "2024-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            shoal_image_time(&t("2024-01-01T00:00:10.5Z")),
+            "2024-01-01T00:00:10.5Z"
+        );
+        assert_eq!(
+            shoal_image_time(&t("2024-01-01T00:00:10.123456789Z")),
+            "2024-01-01T00:00:10.123456789Z"
+        );
     }
 
     #[test]

@@ -148,22 +148,32 @@ impl Puller<'_> {
                 ),
             });
         }
-        let existed = self.store.images().contains_key(&id);
+        let repo = repository_name(r);
+        let repo_digest = format!(
+            "{repo}@{}",
+            list_digest.as_deref().unwrap_or(&manifest_digest)
+        );
+        // Docker's "up to date": this reference already named this image (a new tag for
+        // content already here is still "Downloaded newer image").
+        let existed = self
+            .store
+            .images()
+            .get(&id)
+            .is_some_and(|i| match r.digest() {
+                None => i.repo_tags.contains(&r.whole()),
+                Some(_) => i.repo_digests.contains(&repo_digest),
+            });
 
         let layers = self.pull_layers(&manifest, diff_ids).await?;
 
         self.store.write_blob(&manifest_digest, bytes).await?;
-        let repo = repository_name(r);
         let record = ImageRecord {
             id,
             repo_tags: match r.digest() {
                 None => vec![r.whole()],
                 Some(_) => vec![],
             },
-            repo_digests: vec![format!(
-                "{repo}@{}",
-                list_digest.as_deref().unwrap_or(&manifest_digest)
-            )],
+            repo_digests: vec![repo_digest],
             manifest_digest: manifest_digest.clone(),
             manifest_media_type: media_type,
             created: parse_created(config.created().as_deref()),

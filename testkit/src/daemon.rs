@@ -44,7 +44,16 @@ pub struct Daemon {
     child: Option<Child>,
 }
 
-const DECOYS: &[&str] = &["runc", "crun", "docker", "dockerd", "containerd", "ctr", "containerd-shim", "youki"];
+const DECOYS: &[&str] = &[
+    "runc",
+    "crun",
+    "docker",
+    "dockerd",
+    "containerd",
+    "ctr",
+    "containerd-shim",
+    "youki",
+];
 
 impl Daemon {
     /// Starts a daemon with default options.
@@ -65,11 +74,17 @@ impl Daemon {
             let p = decoys.join(d);
             std::fs::write(
                 &p,
-                format!("#!/bin/sh\necho \"{d} $*\" >> {}\nexit 1\n", log_file.display()),
+                format!(
+                    "#!/bin/sh\necho \"{d} $*\" >> {}\nexit 1\n",
+                    log_file.display()
+                ),
             )?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))?;
         }
-        let socket = opts.socket.clone().unwrap_or_else(|| run.join("shoal.sock"));
+        let socket = opts
+            .socket
+            .clone()
+            .unwrap_or_else(|| run.join("shoal.sock"));
         let mut d = Daemon {
             log: root.path().join("daemon.log"),
             root,
@@ -107,12 +122,21 @@ impl Daemon {
         }
         cmd.args(&self.opts.args);
         // Decoys first; then only what a minimal system has.
-        cmd.env("PATH", format!("{}:/usr/bin:/bin:/usr/sbin:/sbin", self.decoys.display()));
+        cmd.env(
+            "PATH",
+            format!("{}:/usr/bin:/bin:/usr/sbin:/sbin", self.decoys.display()),
+        );
         cmd.env("RUST_LOG", "info");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        cmd.stdout(Stdio::from(log.try_clone()?)).stdin(Stdio::null());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        cmd.stdout(Stdio::from(log.try_clone()?))
+            .stdin(Stdio::null());
         cmd.stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", self.bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
         let stderr = child.stderr.take().context("no daemon stderr")?;
         let (tx, rx) = mpsc::channel();
         let mut log_out = log;
@@ -252,7 +276,9 @@ impl Drop for Daemon {
         let marker = self.data.display().to_string();
         if let Ok(procs) = std::fs::read_dir("/proc") {
             for p in procs.flatten() {
-                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
                 let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
                 if String::from_utf8_lossy(&cmdline).contains(&marker) {
                     // SAFETY: kill(2) of a process that runs one of our helpers.

@@ -329,6 +329,7 @@ const PS_HEADERS: &[(&str, &str)] = &[
     ("Names", "NAMES"),
     ("Labels", "LABELS"),
     ("Mounts", "MOUNTS"),
+    ("LocalVolumes", "LOCAL VOLUMES"),
     ("Networks", "NETWORKS"),
 ];
 
@@ -364,6 +365,12 @@ fn ps_row(s: &Value, trunc: bool, now: DateTime<Utc>) -> Value {
                 .join(",")
         })
         .unwrap_or_default();
+    // Every shoal volume uses the "local" driver.
+    let local_volumes = s["Mounts"].as_array().map_or(0, |m| {
+        m.iter()
+            .filter(|x| x["Type"] == "volume" || x["Driver"] == "local")
+            .count()
+    });
     let names: Vec<String> = s["Names"]
         .as_array()
         .map(|n| {
@@ -377,7 +384,7 @@ fn ps_row(s: &Value, trunc: bool, now: DateTime<Utc>) -> Value {
         "ID": if trunc { format::short_id(id) } else { id.to_owned() },
         "Image": s["Image"],
         "Command": format::quote_command(command, &[], trunc),
-        "CreatedAt": created.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S %z %Z").to_string(),
+        "CreatedAt": super::go_local_time(created.timestamp()),
         "RunningFor": format::ago(created, now),
         "Ports": "",
         "State": s["State"],
@@ -386,6 +393,7 @@ fn ps_row(s: &Value, trunc: bool, now: DateTime<Utc>) -> Value {
         "Names": names.join(","),
         "Labels": labels,
         "Mounts": mounts,
+        "LocalVolumes": local_volumes.to_string(),
         "Networks": s["HostConfig"]["NetworkMode"],
     })
 }

@@ -43,7 +43,9 @@ async fn pull_stream(
 /// `pull`: docker's output (progress on stdout, then the full reference).
 pub async fn pull(c: &Client, a: PullArgs) -> Result<i32> {
     let full = shoal_image::reference::normalize(&a.image)?;
-    if !a.image.contains(':') && !a.image.contains('@') && !a.quiet {
+    // A tag is a `:` in the last path component (a registry port is not a tag).
+    let last = a.image.rsplit('/').next().unwrap_or(&a.image);
+    if !last.contains(':') && !a.image.contains('@') && !a.quiet {
         println!("Using default tag: latest");
     }
     let resp = pull_stream(c, &a.image).await?;
@@ -151,6 +153,9 @@ const IMAGE_HEADERS: &[(&str, &str)] = &[
     ("CreatedAt", "CREATED AT"),
     ("Size", "SIZE"),
     ("Containers", "CONTAINERS"),
+    ("VirtualSize", "SIZE"),
+    ("SharedSize", "SHARED SIZE"),
+    ("UniqueSize", "UNIQUE SIZE"),
 ];
 
 /// `images` / `image ls`.
@@ -162,6 +167,9 @@ pub async fn ls(c: &Client, a: ImagesArgs) -> Result<i32> {
     let mut rows = Vec::new();
     for i in &list {
         let id = i["Id"].as_str().unwrap_or_default();
+        let size = i["Size"].as_f64().unwrap_or(0.0);
+        // -1: not computed ("N/A"), as the Engine API reports it.
+        let shared = i["SharedSize"].as_f64().filter(|s| *s >= 0.0);
         let created =
             DateTime::from_timestamp(i["Created"].as_i64().unwrap_or(0), 0).unwrap_or(now);
         let digest = i["RepoDigests"]
@@ -206,8 +214,12 @@ pub async fn ls(c: &Client, a: ImagesArgs) -> Result<i32> {
                 "Digest": digest,
                 "ID": if trunc { format::short_id(id) } else { id.to_owned() },
                 "CreatedSince": format::ago(created, now),
-                "CreatedAt": created.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S %z %Z").to_string(),
-                "Size": format::human_size(i["Size"].as_f64().unwrap_or(0.0)),
+                "CreatedAt": super::go_local_time(created.timestamp()),
+                "Size": format::human_size(size),
+                // Deprecated in docker, equal to Size, with go-units' default precision.
+                "VirtualSize": format::human_size_with_precision(size, 4),
+                "SharedSize": shared.map_or_else(|| "N/A".to_owned(), |s| format::human_size_with_precision(s, 4)),
+                "UniqueSize": shared.map_or_else(|| "N/A".to_owned(), |s| format::human_size_with_precision(size - s, 4)),
                 "Containers": i["Containers"].as_u64().unwrap_or(0).to_string(),
             }));
         }

@@ -121,6 +121,43 @@ fn confirm(question: &str) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes" | "Yes")
 }
 
+/// A Unix time as Go's `time.Time.String()` prints it in the local zone, which is what
+/// docker's `CreatedAt` fields show: `2024-01-01 00:00:00 +0000 UTC` (the zone
+/// abbreviation, not chrono's `+00:00`).
+fn go_local_time(unix: i64) -> String {
+    let t = unix as libc::time_t;
+    // SAFETY: an all-zero `tm` is a valid value (integers and a null `tm_zone`).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: `localtime_r` reads `t` and writes only into `tm`, both live locals.
+    let converted = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if !converted {
+        let utc = chrono::DateTime::from_timestamp(unix, 0).unwrap_or_default();
+        return utc.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string();
+    }
+    let zone = if tm.tm_zone.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a non-null `tm_zone` from `localtime_r` points to a NUL-terminated
+        // abbreviation in libc's static time zone data, valid for the process lifetime.
+        unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let off = tm.tm_gmtoff / 60;
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {}{:02}{:02} {zone}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        if off < 0 { '-' } else { '+' },
+        off.abs() / 60,
+        off.abs() % 60,
+    )
+}
+
 /// Query-string escaping for values put in API paths.
 fn q(v: &str) -> String {
     let mut out = String::with_capacity(v.len());

@@ -50,6 +50,12 @@ pub async fn ls(c: &Client, a: VolumeLsArgs) -> Result<i32> {
                 "Mountpoint": v["Mountpoint"],
                 "Scope": v["Scope"],
                 "Labels": v["Labels"].as_object().map(|m| m.iter().map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")).unwrap_or_default(),
+                // Docker's usage data (absent unless asked for) and cluster-volume fields.
+                "Links": v["UsageData"]["RefCount"].as_i64().map_or_else(|| "N/A".to_owned(), |n| n.to_string()),
+                "Size": v["UsageData"]["Size"].as_f64().map_or_else(|| "N/A".to_owned(), |n| format::human_size_with_precision(n, 4)),
+                "Group": "N/A",
+                "Availability": "N/A",
+                "Status": "N/A",
             })
         })
         .collect();
@@ -62,6 +68,11 @@ pub async fn ls(c: &Client, a: VolumeLsArgs) -> Result<i32> {
             ("Mountpoint", "MOUNTPOINT"),
             ("Scope", "SCOPE"),
             ("Labels", "LABELS"),
+            ("Links", "LINKS"),
+            ("Size", "SIZE"),
+            ("Group", "GROUP"),
+            ("Availability", "AVAILABILITY"),
+            ("Status", "STATUS"),
         ],
         "table {{.Driver}}\t{{.Name}}",
     )
