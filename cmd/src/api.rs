@@ -595,7 +595,11 @@ async fn container_logs(
     let frames = logs.map(move |r| {
         r.map(|rec| {
             if timestamps {
-                let mut line = shoal_runtime::model::api_time(&rec.time).into_bytes();
+                // Docker's RFC3339NanoFixed: always nine digits, so columns line up.
+                let mut line = rec
+                    .time
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                    .into_bytes();
                 line.push(b' ');
                 line.extend_from_slice(&rec.line);
                 mux_frame(stream_id(&rec), &line)
@@ -965,7 +969,7 @@ async fn image_get_rest(
         "RepoDigests": img.repo_digests.iter().map(|t| shoal_image::reference::familiar(t)).collect::<Vec<_>>(),
         "Parent": "",
         "Comment": cfg.get("comment").cloned().unwrap_or(json!("")),
-        "Created": img.created.map(|c| shoal_image_time(&c)).unwrap_or_default(),
+        "Created": img.created.map(|c| shoal_runtime::model::api_time(&c)).unwrap_or_default(),
         "DockerVersion": cfg.get("docker_version").cloned().unwrap_or(json!("")),
         "Author": cfg.get("author").cloned().unwrap_or(json!("")),
         "Config": cfg.get("config").cloned().unwrap_or(Value::Null),
@@ -987,13 +991,6 @@ async fn image_get_rest(
             "digest": img.manifest_digest,
         },
     })))
-}
-
-/// Go's `time.RFC3339Nano` (trailing zeros of the fraction dropped), as docker prints an
-/// image's `Created`: `2024-01-01T00:00:00Z`.
-fn shoal_image_time(t: &DateTime<Utc>) -> String {
-    let full = t.format("%Y-%m-%dT%H:%M:%S%.9f").to_string();
-    format!("{}Z", full.trim_end_matches('0').trim_end_matches('.'))
 }
 
 #[derive(Deserialize, Default)]
@@ -1180,23 +1177,6 @@ mod tests {
         );
         assert_eq!(parse_time("1767268800", now).unwrap(), now);
         assert!(parse_time("yesterday", now).is_err());
-    }
-
-    #[test]
-    fn image_times_like_go_rfc3339nano() {
-        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        assert_eq!(
-            shoal_image_time(&t("2024-01-01T00:00:00Z")),
-            "2024-01-01T00:00:00Z"
-        );
-        assert_eq!(
-            shoal_image_time(&t("2024-01-01T00:00:10.5Z")),
-            "2024-01-01T00:00:10.5Z"
-        );
-        assert_eq!(
-            shoal_image_time(&t("2024-01-01T00:00:10.123456789Z")),
-            "2024-01-01T00:00:10.123456789Z"
-        );
     }
 
     #[test]

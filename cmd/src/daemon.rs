@@ -53,6 +53,8 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         shoal_runtime::cgroups::default_parent(&data_dir, Path::new("/var/lib/shoal"))
     });
 
+    // Claim the socket first: a live daemon on it means this one must not touch anything.
+    let listener = bind(&socket).await?;
     let exe = Arc::new(SealedExe::create().context("cannot make the sealed helper binary")?);
     let engine = Engine::open(EngineOptions {
         data_dir: data_dir.clone(),
@@ -70,14 +72,20 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         exe,
     })
     .await
-    .context("cannot open the node engine")?;
+    .context("cannot open the node engine");
+    let engine = match engine {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = fs::remove_file(&socket);
+            return Err(e);
+        }
+    };
 
-    let listener = bind(&socket).await?;
     tracing::info!(socket = %socket.display(), data_dir = %data_dir.display(), version = env!("CARGO_PKG_VERSION"), "shoal daemon ready");
     // The ready line tests and init scripts wait for.
     eprintln!("shoal daemon ready on unix://{}", socket.display());
 
-    let app = api::router(api::AppState::new(engine));
+    let app = api::router(api::AppState::new(engine.clone()));
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -92,6 +100,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .await
         .context("API server failed")?;
     let _ = fs::remove_file(&socket);
+    engine.runtime.release_cgroup_parent();
     drop(lock);
     Ok(())
 }

@@ -357,6 +357,13 @@ impl Runtime {
         Ok(rt)
     }
 
+    /// Removes this daemon's cgroup parent when no container of it runs (daemon shutdown).
+    pub fn release_cgroup_parent(&self) {
+        if self.list(false).is_empty() {
+            cgroups::remove_parent(&self.inner.opts.cgroup_parent);
+        }
+    }
+
     /// The node's volumes.
     pub fn volumes(&self) -> &VolumeStore {
         &self.inner.volumes

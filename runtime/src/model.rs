@@ -217,9 +217,27 @@ impl Status {
 /// Docker's zero time, printed for times that have not happened yet.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// Formats a time the way Docker's API does (RFC 3339 with nanoseconds).
+/// Formats a time the way Docker's API does: Go's `time.RFC3339Nano`, nanoseconds with
+/// trailing zeros dropped (`2024-01-01T00:00:00Z`, `2024-01-01T00:00:10.5Z`).
 pub fn api_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    let full = t.format("%Y-%m-%dT%H:%M:%S%.9f").to_string();
+    format!("{}Z", full.trim_end_matches('0').trim_end_matches('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_like_go_rfc3339nano() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(api_time(&t("2024-01-01T00:00:00Z")), "2024-01-01T00:00:00Z");
+        assert_eq!(api_time(&t("2024-01-01T00:00:10.5Z")), "2024-01-01T00:00:10.5Z");
+        assert_eq!(
+            api_time(&t("2024-01-01T00:00:10.123456789Z")),
+            "2024-01-01T00:00:10.123456789Z"
+        );
+    }
 }
 
 /// What a caller (the engine) hands the runtime to create a container: the merged

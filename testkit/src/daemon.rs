@@ -286,6 +286,11 @@ impl Drop for Daemon {
                 }
             }
         }
+        // The daemon removes its cgroup parent on a clean stop; a killed one cannot.
+        shoal_runtime::cgroups::remove_parent(&shoal_runtime::cgroups::default_parent(
+            &self.data,
+            Path::new("/var/lib/shoal"),
+        ));
         // Unmount anything left under our root (deepest first).
         let root = self.root.path().display().to_string();
         if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
