@@ -180,8 +180,18 @@ fn parse_counter(text: &str, key: &str) -> Option<u64> {
 
 /// Controllers libcgroups' v1 manager creates a container cgroup in.
 const V1_MANAGED: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "devices", "hugetlb", "memory", "pids", "perf_event", "blkio",
-    "net_prio", "net_cls", "freezer",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
 ];
 
 /// On a cgroup v1 host: for each mounted hierarchy holding a controller the container's
@@ -201,13 +211,17 @@ fn v1_mounts_from(mountinfo: &str, cgroups_path: &str) -> Vec<(PathBuf, String)>
     let mut out = Vec::new();
     for line in mountinfo.lines() {
         // id parent maj:min root mountpoint options [optional…] - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut r = right.split(' ');
         if r.next() != Some("cgroup") {
             continue;
         }
         let superopts = r.nth(1).unwrap_or_default();
-        let Some(mountpoint) = left.split(' ').nth(4) else { continue };
+        let Some(mountpoint) = left.split(' ').nth(4) else {
+            continue;
+        };
         if !mountpoint.starts_with("/sys/fs/cgroup/") {
             continue;
         }
@@ -221,6 +235,28 @@ fn v1_mounts_from(mountinfo: &str, cgroups_path: &str) -> Vec<(PathBuf, String)>
         out.push((Path::new(mountpoint).join(rel), name));
     }
     out
+}
+
+/// Removes a daemon's cgroup parent where it is empty (every hierarchy on v1); a parent
+/// that still holds containers stays. Called when a daemon shuts down with nothing running.
+pub fn remove_parent(parent: &str) {
+    let rel = parent.trim_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let dirs: Vec<PathBuf> = match CgroupVersion::detect() {
+        CgroupVersion::V2 => vec![Path::new(CGROUP_ROOT).join(rel)],
+        CgroupVersion::V1 => fs::read_dir(CGROUP_ROOT)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(rel))
+            .collect(),
+    };
+    for d in dirs {
+        // rmdir refuses a cgroup with children or processes: exactly what we want.
+        let _ = fs::remove_dir(d);
+    }
 }
 
 /// Total memory of the host in bytes.
@@ -285,8 +321,14 @@ mod tests {
         assert_eq!(
             v1_mounts_from(info, "/shoal/abc"),
             vec![
-                (PathBuf::from("/sys/fs/cgroup/memory/shoal/abc"), "memory".to_owned()),
-                (PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/shoal/abc"), "cpu,cpuacct".to_owned()),
+                (
+                    PathBuf::from("/sys/fs/cgroup/memory/shoal/abc"),
+                    "memory".to_owned()
+                ),
+                (
+                    PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/shoal/abc"),
+                    "cpu,cpuacct".to_owned()
+                ),
             ]
         );
     }
