@@ -148,6 +148,24 @@ pub fn set_frozen(cgroups_path: &str, id: &str, frozen: bool) -> Result<(), Cgro
     })
 }
 
+/// Whether the container's cgroup is frozen (paused), e.g. when re-adopting it.
+pub fn is_frozen(cgroups_path: &str) -> bool {
+    let rel = cgroups_path.trim_start_matches('/');
+    match CgroupVersion::detect() {
+        CgroupVersion::V2 => {
+            fs::read_to_string(Path::new(CGROUP_ROOT).join(rel).join("cgroup.freeze"))
+                .is_ok_and(|s| s.trim() == "1")
+        }
+        CgroupVersion::V1 => fs::read_to_string(
+            Path::new(CGROUP_ROOT)
+                .join("freezer")
+                .join(rel)
+                .join("freezer.state"),
+        )
+        .is_ok_and(|s| s.trim() == "FROZEN"),
+    }
+}
+
 /// How many times the kernel's OOM killer killed a process of this cgroup (0 when the
 /// cgroup cannot be read).
 pub fn oom_kills(cgroups_path: &str) -> u64 {

@@ -670,6 +670,14 @@ impl Runtime {
             &fs::read("/etc/resolv.conf").unwrap_or_default(),
         )?;
         Overlay::in_dir(dir, rec.layers.clone()).prepare()?;
+        self.write_spec(rec, dir)?;
+        state::write_json(&dir.join(files::RECORD), rec)?;
+        Ok(())
+    }
+
+    /// Writes the OCI spec (`config.json`). It can be rebuilt from the record, so it is not
+    /// fsynced: only the record must survive a power loss.
+    fn write_spec(&self, rec: &ContainerRecord, dir: &Path) -> Result<(), RuntimeError> {
         let paths = spec::SpecPaths {
             rootfs: dir.join("rootfs"),
             hostname: dir.join("hostname"),
@@ -678,8 +686,7 @@ impl Runtime {
             netns: self.netns_path(&rec.id),
         };
         let spec = spec::build(rec, &paths)?;
-        state::write_json(&dir.join("config.json"), &spec)?;
-        state::write_json(&dir.join(files::RECORD), rec)?;
+        state::write_json_volatile(&dir.join("config.json"), &spec)?;
         Ok(())
     }
 
@@ -695,6 +702,14 @@ impl Runtime {
             _ => {}
         }
         let id = e.record.id.clone();
+        if state::read_json::<serde_json::Value>(&e.dir.join("config.json"))
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            // Lost or torn by a power failure: rebuild it.
+            self.write_spec(&e.record, &e.dir)?;
+        }
         let t = std::time::Instant::now();
         if e.record.network == NetworkMode::None {
             let p = self.netns_path(&id);
@@ -798,6 +813,15 @@ impl Runtime {
     }
 
     async fn on_exit(&self, e: &Arc<Entry>) {
+        self.record_exit(e, None).await;
+    }
+
+    /// Records the end of a container whose helper is gone: its exit (from `exit.json`, or
+    /// 255 when the helper died with the container, e.g. host reboot or SIGKILL, as Docker
+    /// shows), clears what the helper would have, wakes waiters, and auto-removes unless an
+    /// attached stream will do it. `started_at` restores the start time for a container
+    /// that ended while the daemon was down.
+    async fn record_exit(&self, e: &Arc<Entry>, started_at: Option<DateTime<Utc>>) {
         let exit: ExitInfo = match state::read_json(&e.dir.join(files::EXIT)) {
             Ok(Some(x)) => x,
             _ => {
@@ -818,6 +842,9 @@ impl Runtime {
         tracing::info!(id = %e.record.id, exit_code = exit.exit_code, oom = exit.oom_killed, "container exited");
         e.live.send_modify(|l| {
             l.status = Some(Status::Exited);
+            if started_at.is_some() {
+                l.started_at = started_at;
+            }
             l.exit = Some(exit);
             l.paused = false;
             l.exits += 1;
@@ -1232,8 +1259,10 @@ impl Runtime {
             let _ = fs::remove_dir_all(dir);
             return Ok(());
         };
-        let exit: Option<ExitInfo> = state::read_json(&dir.join(files::EXIT))?;
-        let shim: Option<ShimState> = state::read_json(&dir.join(files::STATE))?;
+        // The helper's files may be torn by a power loss (they are not fsynced): unreadable
+        // counts as absent.
+        let exit: Option<ExitInfo> = state::read_json(&dir.join(files::EXIT)).ok().flatten();
+        let shim: Option<ShimState> = state::read_json(&dir.join(files::STATE)).ok().flatten();
         let entry = Arc::new(Entry {
             record,
             dir: dir.to_owned(),
@@ -1244,6 +1273,8 @@ impl Runtime {
             attached: std::sync::atomic::AtomicUsize::new(0),
         });
         let id = entry.record.id.clone();
+        // Listed before anything below can spawn work (auto-removal) that looks it up.
+        self.entries().insert(id.clone(), entry.clone());
         let alive = helper_alive(dir);
         match (alive, shim) {
             (Some(lockf), Some(st)) => {
@@ -1258,7 +1289,7 @@ impl Runtime {
                             .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok())
                             .map(Arc::new);
                         *lock(&entry.init) = init;
-                        let paused = false;
+                        let paused = cgroups::is_frozen(&entry.record.cgroups_path);
                         entry.live.send_modify(|l| {
                             l.status = Some(Status::Running);
                             l.pid = st.pid;
@@ -1275,11 +1306,11 @@ impl Runtime {
                     }
                     _ => {
                         // It exited between the two checks.
-                        self.settle_exited(&entry, Some(st.started_at)).await;
+                        self.record_exit(&entry, Some(st.started_at)).await;
                     }
                 }
             }
-            (_, Some(st)) => self.settle_exited(&entry, Some(st.started_at)).await,
+            (_, Some(st)) => self.record_exit(&entry, Some(st.started_at)).await,
             (_, None) => {
                 // Never started (or its start failed).
                 let _ = rootfs::unmount(&dir.join("rootfs"));
@@ -1289,41 +1320,7 @@ impl Runtime {
                 });
             }
         }
-        self.entries().insert(id, entry);
         Ok(())
-    }
-
-    /// Records the end of a container whose helper is gone.
-    async fn settle_exited(&self, e: &Arc<Entry>, started_at: Option<DateTime<Utc>>) {
-        let exit: ExitInfo = match state::read_json(&e.dir.join(files::EXIT)) {
-            Ok(Some(x)) => x,
-            _ => {
-                // The helper died with the container (host reboot, SIGKILL): Docker shows 255.
-                let x = ExitInfo {
-                    exit_code: 255,
-                    oom_killed: false,
-                    finished_at: Utc::now(),
-                    error: "the container's helper process ended unexpectedly".into(),
-                };
-                let _ = state::write_json(&e.dir.join(files::EXIT), &x);
-                x
-            }
-        };
-        let _ = rootfs::unmount(&e.dir.join("rootfs"));
-        self.remove_netns(e).await;
-        tracing::info!(id = %e.record.id, exit_code = exit.exit_code, "container exited while the daemon was down");
-        e.live.send_modify(|l| {
-            l.status = Some(Status::Exited);
-            l.started_at = started_at;
-            l.exit = Some(exit);
-        });
-        if e.record.host_config.auto_remove {
-            let rt = self.clone();
-            let id = e.record.id.clone();
-            tokio::spawn(async move {
-                let _ = rt.remove(&id, true, true).await;
-            });
-        }
     }
 }
 

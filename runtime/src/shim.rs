@@ -248,7 +248,7 @@ fn run_container(
         .map_err(|e| ShimError::Container(e.0))?;
     let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
     let started_at = Utc::now();
-    state::write_json(
+    state::write_json_volatile(
         &dir.join(files::STATE),
         &ShimState {
             shim_pid: std::process::id() as i32,
@@ -277,7 +277,7 @@ fn run_container(
         finished_at: Utc::now(),
         error: String::new(),
     };
-    state::write_json(&dir.join(files::EXIT), &exit)
+    state::write_json_volatile(&dir.join(files::EXIT), &exit)
         .map_err(|e| ShimError::Container(e.to_string()))?;
     let t = Instant::now();
     let deleted = lifecycle::delete(&mut container);

@@ -26,17 +26,32 @@ pub enum StateError {
     },
 }
 
-/// Writes `value` as JSON to `path` atomically (see the module docs).
+/// Writes `value` as JSON to `path` atomically and durably (see the module docs).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    write_json_with(path, value, true)
+}
+
+/// Writes `value` as JSON to `path` atomically but without waiting for the disk: for files
+/// whose loss on power failure does not matter (what a helper records about a container
+/// that a power loss kills anyway). A crashed process still leaves old or new, never torn.
+pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    write_json_with(path, value, false)
+}
+
+fn write_json_with<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<(), StateError> {
     let data = serde_json::to_vec_pretty(value).map_err(|e| StateError::Parse {
         path: path.to_owned(),
         source: e,
     })?;
-    write_atomic(path, &data, 0o600)
+    write_file(path, &data, 0o600, durable)
 }
 
-/// Writes bytes to `path` atomically with the given mode.
+/// Writes bytes to `path` atomically and durably with the given mode.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
+    write_file(path, data, mode, true)
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32, durable: bool) -> Result<(), StateError> {
     let err = |source| StateError::Write {
         path: path.to_owned(),
         source,
@@ -51,10 +66,14 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateErro
         .open(&tmp)
         .map_err(err)?;
     f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
+    if durable {
+        f.sync_all().map_err(err)?;
+    }
     drop(f);
     fs::rename(&tmp, path).map_err(err)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    if durable {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    }
     Ok(())
 }
 
