@@ -232,7 +232,10 @@ mod tests {
     fn times_like_go_rfc3339nano() {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         assert_eq!(api_time(&t("2024-01-01T00:00:00Z")), "2024-01-01T00:00:00Z");
-        assert_eq!(api_time(&t("2024-01-01T00:00:10.5Z")), "2024-01-01T00:00:10.5Z");
+        assert_eq!(
+            api_time(&t("2024-01-01T00:00:10.5Z")),
+            "2024-01-01T00:00:10.5Z"
+        );
         assert_eq!(
             api_time(&t("2024-01-01T00:00:10.123456789Z")),
             "2024-01-01T00:00:10.123456789Z"
