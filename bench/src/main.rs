@@ -88,6 +88,58 @@ fn write_bundle(dir: &Path, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes a bundle with exactly the spec `shoal run` gives a container (Docker's defaults:
+/// capabilities, seccomp, masked paths, device rules, read-only cgroup mounts …), except
+/// that the runtime creates the network namespace itself, as crun and runc do.
+fn write_docker_bundle(dir: &Path, rootfs: &Path) -> Result<()> {
+    use shoal_runtime::model::{Config, ContainerRecord, HostConfig, NetworkMode};
+    std::fs::create_dir_all(dir)?;
+    for f in ["hostname", "hosts", "resolv.conf"] {
+        std::fs::write(dir.join(f), "")?;
+    }
+    let rec = ContainerRecord {
+        id: "bench".into(),
+        name: "bench".into(),
+        created: chrono::Utc::now(),
+        path: "/bin/true".into(),
+        args: Vec::new(),
+        config: Config {
+            hostname: "bench".into(),
+            ..Config::default()
+        },
+        host_config: HostConfig::default(),
+        image_id: String::new(),
+        layers: Vec::new(),
+        user: shoal_runtime::user::resolve("", None, None)?,
+        env: vec![shoal_runtime::manager::DEFAULT_PATH.into()],
+        cwd: "/".into(),
+        mounts: Vec::new(),
+        network: NetworkMode::None,
+        cgroups_path: "/shoal-bench/c".into(),
+        capabilities: shoal_runtime::defaults::capabilities(&[], &[])?,
+    };
+    let paths = shoal_runtime::spec::SpecPaths {
+        rootfs: rootfs.to_owned(),
+        hostname: dir.join("hostname"),
+        hosts: dir.join("hosts"),
+        resolv_conf: dir.join("resolv.conf"),
+        netns: PathBuf::new(),
+    };
+    let mut spec = shoal_runtime::spec::build(&rec, &paths)?;
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(ns) = linux.namespaces_mut() {
+            for n in ns.iter_mut() {
+                n.set_path(None);
+            }
+        }
+    }
+    if let Some(root) = spec.root_mut() {
+        root.set_readonly(Some(true));
+    }
+    spec.save(dir.join("config.json"))?;
+    Ok(())
+}
+
 fn devnull() -> Result<OwnedFd> {
     Ok(OwnedFd::from(
         File::options().read(true).write(true).open("/dev/null")?,
@@ -115,7 +167,7 @@ fn bench_library(runs: usize, bundle: &Path, state: &Path) -> Result<Series> {
         }
     }
     Ok(Series {
-        name: "shoal library (libcontainer)".into(),
+        name: "shoal library".into(),
         samples,
         note: String::new(),
     })
@@ -179,8 +231,10 @@ fn main() -> Result<()> {
     let work = tempfile::Builder::new().prefix("shoal-bench-").tempdir()?;
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs)?;
-    let bundle = work.path().join("bundle");
-    write_bundle(&bundle, &rootfs)?;
+    let minimal = work.path().join("bundle-minimal");
+    write_bundle(&minimal, &rootfs)?;
+    let docker = work.path().join("bundle-docker");
+    write_docker_bundle(&docker, &rootfs)?;
 
     println!("shoal bench: create -> start -> wait -> delete of /bin/true from one busybox rootfs");
     println!("runs: {} per contender (after 3 warm-up runs)", args.runs);
@@ -191,71 +245,82 @@ fn main() -> Result<()> {
         size as f64 / 1e6,
         describe_binary(&args.shoal)
     );
+    println!("specs: 'minimal' = runc's default spec (no seccomp, no device rules);");
+    println!("       'docker'  = the spec shoal gives every container (Docker's defaults)");
     println!();
 
     // The library path first: this process must still be single-threaded.
-    let mut series = vec![bench_library(
-        args.runs,
-        &bundle,
-        &work.path().join("lib-state"),
-    )?];
+    let mut series = Vec::new();
+    for (label, bundle) in [("minimal", &minimal), ("docker", &docker)] {
+        let mut s = bench_library(args.runs, bundle, &work.path().join(format!("lib-{label}")))?;
+        s.name = format!("shoal library, {label} spec");
+        series.push(s);
+    }
 
     let mut crun_wrapper = None;
-    if let Some(crun) = which("crun") {
-        // crun refuses hybrid cgroups: run it in a private mount namespace without the
-        // unified mount, and time that wrapper alone to subtract it.
-        let hybrid = Path::new("/sys/fs/cgroup/unified").exists();
-        let root = work.path().join("crun-state");
-        let wrap = |inner: String| {
-            let mut c = Command::new("unshare");
-            if hybrid {
-                c.args([
-                    "-m",
-                    "sh",
-                    "-c",
-                    &format!("umount /sys/fs/cgroup/unified && exec {inner}"),
-                ]);
-            } else {
-                c.args(["-m", "sh", "-c", &format!("exec {inner}")]);
+    for (label, bundle) in [("minimal", &minimal), ("docker", &docker)] {
+        if let Some(crun) = which("crun") {
+            // crun refuses hybrid cgroups: run it in a private mount namespace without the
+            // unified mount, and time that wrapper alone to subtract it.
+            let hybrid = Path::new("/sys/fs/cgroup/unified").exists();
+            let root = work.path().join(format!("crun-{label}"));
+            let wrap = |inner: String| {
+                let mut c = Command::new("unshare");
+                let script = if hybrid {
+                    format!("umount /sys/fs/cgroup/unified && exec {inner}")
+                } else {
+                    format!("exec {inner}")
+                };
+                c.args(["-m", "sh", "-c", &script]);
+                c
+            };
+            let wmed = match crun_wrapper {
+                Some(w) => w,
+                None => {
+                    let w = bench_command("wrapper alone", args.runs, |_| wrap("true".into()))?;
+                    let m = w.percentile(0.5);
+                    crun_wrapper = Some(m);
+                    m
+                }
+            };
+            let mut s = bench_command(&format!("crun run, {label} spec"), args.runs, |i| {
+                wrap(format!(
+                    "{} --root {} run --bundle {} crun-bench-{i}",
+                    crun.display(),
+                    root.display(),
+                    bundle.display()
+                ))
+            })?;
+            for d in &mut s.samples {
+                *d = d.saturating_sub(wmed);
             }
-            c
-        };
-        let w = bench_command("wrapper alone", args.runs, |_| wrap("true".into()))?;
-        let wmed = w.percentile(0.5);
-        let mut s = bench_command("crun run", args.runs, |i| {
-            wrap(format!(
-                "{} --root {} run --bundle {} crun-bench-{i}",
-                crun.display(),
-                root.display(),
-                bundle.display()
-            ))
-        })?;
-        for d in &mut s.samples {
-            *d = d.saturating_sub(wmed);
+            s.note = "wrapper subtracted".into();
+            series.push(s);
+        } else if label == "minimal" {
+            println!("crun not installed: skipping it (apt-get install crun)");
         }
-        s.note = format!("wrapper median {:.2} ms subtracted", ms(wmed));
-        crun_wrapper = Some(wmed);
-        series.push(s);
-    } else {
-        println!("crun not installed: skipping it (apt-get install crun)");
-    }
-    if let Some(runc) = which("runc") {
-        let root = work.path().join("runc-state");
-        series.push(bench_command("runc run", args.runs, |i| {
-            let mut c = Command::new(&runc);
-            c.arg("--root")
-                .arg(&root)
-                .arg("run")
-                .arg("--bundle")
-                .arg(&bundle)
-                .arg(format!("runc-bench-{i}"));
-            c
-        })?);
-    } else {
-        println!("runc not installed: skipping it (apt-get install runc)");
+        if let Some(runc) = which("runc") {
+            let root = work.path().join(format!("runc-{label}"));
+            series.push(bench_command(
+                &format!("runc run, {label} spec"),
+                args.runs,
+                |i| {
+                    let mut c = Command::new(&runc);
+                    c.arg("--root")
+                        .arg(&root)
+                        .arg("run")
+                        .arg("--bundle")
+                        .arg(bundle)
+                        .arg(format!("runc-bench-{i}"));
+                    c
+                },
+            )?);
+        } else if label == "minimal" {
+            println!("runc not installed: skipping it (apt-get install runc)");
+        }
     }
 
-    // The full path through the CLI and the daemon.
+    // The full path through the CLI and the daemon (docker spec, overlay root, logs).
     let d = Daemon::start(&args.shoal)?;
     let archive = work.path().join("busybox.tar");
     ImageBuilder::busybox().write_docker_archive(&archive, &["busybox:latest"], false)?;
@@ -274,19 +339,27 @@ fn main() -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let idle_after = d.pid().and_then(rss_kib);
 
-    let crun_med = series
-        .iter()
-        .find(|s| s.name == "crun run")
-        .map(|s| s.percentile(0.5));
-    println!("{:<32} {:>10} {:>10} {:>9}", "", "median", "p90", "vs crun");
+    println!(
+        "{:<34} {:>10} {:>10} {:>13}",
+        "", "median", "p90", "vs crun"
+    );
     for s in &series {
         let med = s.percentile(0.5);
-        let ratio = crun_med
+        let spec = if s.name.contains("minimal") {
+            "minimal"
+        } else {
+            "docker"
+        };
+        let reference = series
+            .iter()
+            .find(|r| r.name == format!("crun run, {spec} spec"))
+            .map(|r| r.percentile(0.5));
+        let ratio = reference
             .filter(|c| !c.is_zero())
-            .map(|c| format!("{:.2}x", med.as_secs_f64() / c.as_secs_f64()))
+            .map(|c| format!("{:.2}x ({spec})", med.as_secs_f64() / c.as_secs_f64()))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<32} {:>7.2} ms {:>7.2} ms {:>9}  {}",
+            "{:<34} {:>7.2} ms {:>7.2} ms {:>13}  {}",
             s.name,
             ms(med),
             ms(s.percentile(0.9)),
@@ -296,7 +369,7 @@ fn main() -> Result<()> {
     }
     if let Some(w) = crun_wrapper {
         println!(
-            "(crun's private-mount-namespace wrapper alone: {:.2} ms median)",
+            "(crun's private-mount-namespace wrapper alone: {:.2} ms median, subtracted)",
             ms(w)
         );
     }

@@ -114,6 +114,7 @@ impl Engine {
         config: Config,
         host_config: HostConfig,
     ) -> Result<ContainerView, EngineError> {
+        let t = std::time::Instant::now();
         let image = match self.images.get(&config.image) {
             Ok(i) => i,
             Err(ImageError::NotFound(_)) => {
@@ -124,6 +125,7 @@ impl Engine {
         let image_config = self.images.config(&image)?;
         let health = self.image_healthcheck(&image);
         let merged = merge_config(config, &image_config, health);
+        tracing::debug!(image = %image.id, ms = t.elapsed().as_secs_f64() * 1e3, "image resolved");
         let view = self
             .runtime
             .create(NewContainer {

@@ -62,6 +62,7 @@ fn init_tracing(level: &str) {
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -76,9 +77,10 @@ fn init_shim_tracing() {
         return;
     };
     let file = std::sync::Arc::new(std::fs::File::from(fd));
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_SHIM_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,libcontainer::seccomp=error,libcgroups=error")
-    });
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SHOAL_SHIM_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,libcontainer::seccomp=error,libcgroups=error")
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)

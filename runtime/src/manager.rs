@@ -57,6 +57,8 @@ pub enum RuntimeError {
     InvalidName(String),
     #[error("Container {0} is not running")]
     NotRunning(String),
+    #[error("Container {0} is paused, unpause the container before exec")]
+    Paused(String),
     #[error(
         "You cannot remove a running container {0}. Stop the container before attempting removal or force remove"
     )]
@@ -451,6 +453,7 @@ impl Runtime {
 
     /// Creates a container (not started).
     pub async fn create(&self, new: NewContainer) -> Result<ContainerView, RuntimeError> {
+        let t = std::time::Instant::now();
         let id = names::new_id();
         let name = self.pick_name(new.name.as_deref(), &id)?;
         let hc = new.host_config.clone();
@@ -619,7 +622,8 @@ impl Runtime {
             let _ = fs::remove_dir_all(self.dir(&id));
             return Err(err);
         }
-        entries.insert(id, entry);
+        entries.insert(id.clone(), entry);
+        tracing::debug!(%id, ms = t.elapsed().as_secs_f64() * 1e3, "container created");
         Ok(v)
     }
 
@@ -693,8 +697,20 @@ impl Runtime {
     // ----- start / exit ------------------------------------------------------------------
 
     /// Starts a created or exited container; a running one is left alone.
+    /// A container started with auto-removal whose start fails is removed, as Docker does.
     pub async fn start(&self, key: &str) -> Result<(), RuntimeError> {
         let e = self.lookup(key)?;
+        let started = self.start_entry(&e).await;
+        if started.is_err() && e.record.host_config.auto_remove {
+            let id = &e.record.id;
+            if let Err(err) = self.remove(id, true, true).await {
+                tracing::warn!(%id, error = %err, "cannot auto-remove container");
+            }
+        }
+        started
+    }
+
+    async fn start_entry(&self, e: &Arc<Entry>) -> Result<(), RuntimeError> {
         let _op = e.op.lock().await;
         match e.live.borrow().status() {
             Status::Running => return Ok(()),
@@ -792,7 +808,7 @@ impl Runtime {
                         128,
                     ),
                 };
-                self.remove_netns(&e).await;
+                self.remove_netns(e).await;
                 let exit = ExitInfo {
                     exit_code,
                     oom_killed: false,
@@ -822,6 +838,7 @@ impl Runtime {
     /// attached stream will do it. `started_at` restores the start time for a container
     /// that ended while the daemon was down.
     async fn record_exit(&self, e: &Arc<Entry>, started_at: Option<DateTime<Utc>>) {
+        let t = std::time::Instant::now();
         let exit: ExitInfo = match state::read_json(&e.dir.join(files::EXIT)) {
             Ok(Some(x)) => x,
             _ => {
@@ -839,7 +856,7 @@ impl Runtime {
         // The helper unmounts on its way out; make sure nothing is left (killed helper).
         let _ = rootfs::unmount(&e.dir.join("rootfs"));
         self.remove_netns(e).await;
-        tracing::info!(id = %e.record.id, exit_code = exit.exit_code, oom = exit.oom_killed, "container exited");
+        tracing::info!(id = %e.record.id, exit_code = exit.exit_code, oom = exit.oom_killed, ms = t.elapsed().as_secs_f64() * 1e3, "container exited");
         e.live.send_modify(|l| {
             l.status = Some(Status::Exited);
             if started_at.is_some() {
@@ -954,7 +971,18 @@ impl Runtime {
         if e.live.borrow().paused && sig == libc::SIGKILL {
             self.set_paused(&e, false)?;
         }
-        self.signal(&e, sig)
+        let mut rx = e.live.subscribe();
+        self.signal(&e, sig)?;
+        if sig == libc::SIGKILL {
+            // As Docker's: a SIGKILL returns once the container is dead, so that a `rm`
+            // right after it succeeds.
+            while rx.borrow_and_update().status() == Status::Running {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops a container: its stop signal, the grace period (`timeout` seconds, else its
@@ -1065,6 +1093,7 @@ impl Runtime {
         if e.live.borrow().status() == Status::Removing {
             return Ok(());
         }
+        let t = std::time::Instant::now();
         e.live.send_modify(|l| l.status = Some(Status::Removing));
         let _ = rootfs::unmount(&e.dir.join("rootfs"));
         self.remove_netns(&e).await;
@@ -1083,6 +1112,7 @@ impl Runtime {
             });
         }
         self.entries().remove(&e.record.id);
+        tracing::debug!(id = %e.record.id, ms = t.elapsed().as_secs_f64() * 1e3, "container removed");
         if volumes {
             for v in &e.anonymous_volumes {
                 if let Err(err) = self
@@ -1152,6 +1182,10 @@ impl Runtime {
         if e.live.borrow().status() != Status::Running {
             return Err(RuntimeError::NotRunning(e.record.id.clone()));
         }
+        if e.live.borrow().paused {
+            // A process joining a frozen cgroup would hang, and the exec with it.
+            return Err(RuntimeError::Paused(e.record.id.clone()));
+        }
         if req.cmd.is_empty() {
             return Err(RuntimeError::InvalidConfig(
                 "No exec command specified".into(),
@@ -1193,6 +1227,15 @@ impl Runtime {
         }
         for kv in &req.env {
             cmd.arg("--env").arg(kv);
+        }
+        // The container's HOME is its own user's: another user gets theirs, as with Docker,
+        // unless HOME was set explicitly (image, run or exec environment).
+        let has_home = |env: &[String]| env.iter().any(|kv| kv.starts_with("HOME="));
+        if req.user.as_deref().is_some_and(|u| !u.is_empty())
+            && !has_home(&req.env)
+            && !has_home(&e.record.config.env)
+        {
+            cmd.arg("--env").arg(format!("HOME={}", user.home));
         }
         cmd.arg("--").args(&req.cmd);
         cmd.stdin(Stdio::null())
