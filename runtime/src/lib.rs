@@ -8,6 +8,7 @@
 //! defaults ([`defaults`], [`seccomp`]); [`logs`] are Docker's json-file logs, rotated.
 
 pub mod cgroups;
+pub mod copyup;
 pub mod defaults;
 pub mod exec;
 pub mod lifecycle;
