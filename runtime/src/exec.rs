@@ -33,6 +33,8 @@ pub struct ExecArgs {
 
 /// Runs the helper: joins the container, waits for the process, returns its exit code.
 pub fn main(a: ExecArgs) -> i32 {
+    // The process must not inherit the daemon's ignored signals (SIGPIPE).
+    crate::shim::reset_ignored_signals();
     let env: HashMap<String, String> = a
         .env
         .iter()

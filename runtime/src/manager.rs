@@ -465,6 +465,13 @@ impl Runtime {
             ))
         })?;
 
+        if !config.working_dir.is_empty() && !config.working_dir.starts_with('/') {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "the working directory '{}' is invalid, it needs to be an absolute path",
+                config.working_dir
+            )));
+        }
+
         // The command: entrypoint + cmd.
         let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
         argv.extend(config.cmd.clone().unwrap_or_default());
@@ -1306,13 +1313,14 @@ impl Runtime {
         // counts as absent.
         let exit: Option<ExitInfo> = state::read_json(&dir.join(files::EXIT)).ok().flatten();
         let shim: Option<ShimState> = state::read_json(&dir.join(files::STATE)).ok().flatten();
+        let anonymous_volumes = anonymous_volumes(&record);
         let entry = Arc::new(Entry {
             record,
             dir: dir.to_owned(),
             live: watch::channel(Live::default()).0,
             init: Mutex::new(None),
             op: tokio::sync::Mutex::new(()),
-            anonymous_volumes: Vec::new(),
+            anonymous_volumes,
             attached: std::sync::atomic::AtomicUsize::new(0),
         });
         let id = entry.record.id.clone();
@@ -1374,6 +1382,25 @@ fn no_exit() -> ExitInfo {
         finished_at: Utc::now(),
         error: String::new(),
     }
+}
+
+/// The anonymous volumes (`-v /path`) of a container, for one re-adopted from disk: they
+/// have generated names, so only the `-v` request tells them from named volumes.
+fn anonymous_volumes(rec: &ContainerRecord) -> Vec<String> {
+    rec.host_config
+        .binds
+        .iter()
+        .filter_map(|b| match mounts::parse_volume(b) {
+            Ok(MountRequest::Volume {
+                name: None, target, ..
+            }) => rec
+                .mounts
+                .iter()
+                .find(|m| m.kind == "volume" && m.destination == target)
+                .and_then(|m| m.name.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn view(e: &Entry) -> ContainerView {

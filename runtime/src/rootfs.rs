@@ -128,6 +128,77 @@ pub fn unmount(target: &Path) -> Result<(), RootfsError> {
     }
 }
 
+/// Creates the directory `path` (as the container sees it) and its missing parents in the
+/// root filesystem at `root`, mode 0755, owned by the caller (root), as Docker does for a
+/// working directory the image lacks. Every lookup resolves symlinks as if `root` were `/`
+/// (`RESOLVE_IN_ROOT`), and a dangling symlink on the way is followed the same way, so no
+/// symlink of the image can make this create anything outside it.
+pub fn mkdir_in_root(root: &Path, path: &str) -> Result<(), RootfsError> {
+    let err = |source: io::Error| RootfsError::Prepare {
+        path: root.join(path.trim_start_matches('/')),
+        source,
+    };
+    let rootfd = File::open(root).map_err(err)?;
+    mkdir_in(&rootfd, Path::new(path), 0).map_err(|e| err(e.into()))
+}
+
+/// Symlinks followed at most while creating a directory (the kernel's own limit).
+const MAX_SYMLINKS: u32 = 40;
+
+fn mkdir_in(rootfd: &File, path: &Path, depth: u32) -> Result<(), rustix::io::Errno> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::os::unix::ffi::OsStringExt;
+    let open_dir = |p: &Path| {
+        rustix::fs::openat2(
+            rootfd,
+            p,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        )
+    };
+    let comps: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            std::path::Component::ParentDir => Some(std::ffi::OsStr::new("..")),
+            _ => None,
+        })
+        .collect();
+    let mut parent = PathBuf::from(".");
+    for (i, name) in comps.iter().enumerate() {
+        let next = parent.join(name);
+        match open_dir(&next) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                let pfd = open_dir(&parent)?;
+                match rustix::fs::mkdirat(&pfd, *name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::EXIST) => {
+                        // A dangling symlink: create its target, inside the root.
+                        if depth >= MAX_SYMLINKS {
+                            return Err(rustix::io::Errno::LOOP);
+                        }
+                        let link = rustix::fs::readlinkat(&pfd, *name, Vec::new())?;
+                        let link = PathBuf::from(std::ffi::OsString::from_vec(link.into_bytes()));
+                        let mut rest = if link.is_absolute() {
+                            link
+                        } else {
+                            parent.join(link)
+                        };
+                        rest.extend(&comps[i + 1..]);
+                        return mkdir_in(rootfd, &rest, depth + 1);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        parent = next;
+    }
+    open_dir(&parent).map(drop)
+}
+
 /// Whether `path` is the root of a mount (its device differs from its parent's, or it is
 /// listed as a mount point).
 pub fn is_mountpoint(path: &Path) -> bool {
@@ -240,6 +311,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_image_file(&layers, "/etc/group"), None);
+    }
+
+    #[test]
+    fn mkdir_in_root_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        fs::create_dir_all(root.join("srv")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        // An image symlink pointing out of the root, absolutely and relatively.
+        std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../outside", root.join("srv/rel")).unwrap();
+
+        mkdir_in_root(&root, "/srv/app/data").unwrap();
+        assert!(root.join("srv/app/data").is_dir());
+        mkdir_in_root(&root, "/srv/app/data").unwrap();
+        mkdir_in_root(&root, "/abs/x").unwrap();
+        mkdir_in_root(&root, "/srv/rel/y").unwrap();
+        mkdir_in_root(&root, "/../../z").unwrap();
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "created outside the root"
+        );
+        // The symlinks resolved inside the root instead.
+        assert!(
+            root.join(outside.strip_prefix("/").unwrap())
+                .join("x")
+                .is_dir()
+        );
+        assert!(root.join("outside/y").is_dir());
+        assert!(root.join("z").is_dir());
+        fs::write(root.join("file"), "").unwrap();
+        assert!(mkdir_in_root(&root, "/file/sub").is_err());
     }
 
     #[test]

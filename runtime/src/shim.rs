@@ -113,7 +113,7 @@ pub fn main(args: ShimArgs) -> i32 {
     let _ = rustix::process::setsid();
     let _ = rustix::process::set_child_subreaper(None);
     let _ = rustix::thread::set_name(c"shoal-shim");
-    ignore_signals();
+    shield_signals();
     match run(&args, &mut report) {
         Ok(()) => 0,
         Err(e) => {
@@ -136,7 +136,13 @@ fn devnull_fd() -> OwnedFd {
     OwnedFd::from(File::open("/dev/null").expect("/dev/null must be openable"))
 }
 
-fn ignore_signals() {
+/// Makes the helper immune to the signals a terminal or a stray `kill` would send, with a
+/// handler that does nothing. Not with SIG_IGN: ignored signals stay ignored across `execve`,
+/// so the workload would inherit them (a shell cannot even trap a signal ignored at entry,
+/// so `stop` could never run its SIGTERM trap), while handled ones are reset to default.
+fn shield_signals() {
+    extern "C" fn nothing(_: libc::c_int) {}
+    reset_ignored_signals();
     for sig in [
         libc::SIGPIPE,
         libc::SIGHUP,
@@ -144,8 +150,36 @@ fn ignore_signals() {
         libc::SIGTERM,
         libc::SIGQUIT,
     ] {
-        // SAFETY: setting a signal to SIG_IGN has no handler code that could be unsafe.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
+        // SAFETY: installs a handler that touches nothing (async-signal-safe by being
+        // empty), from a zeroed sigaction with an empty mask.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Resets every signal inherited as ignored to its default action, so that the workload
+/// started from this process gets the dispositions a freshly booted process has (the daemon,
+/// as any Rust program, ignores SIGPIPE). glibc keeps its two internal signals to itself.
+pub(crate) fn reset_ignored_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: reads a disposition into a zeroed struct, and sets SIG_DFL, which runs no
+        // handler code.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
     }
 }
 
@@ -212,7 +246,10 @@ fn run(args: &ShimArgs, report: &mut Option<File>) -> Result<(), ShimError> {
         "root filesystem mounted"
     );
 
-    let result = run_container(args, &rec, report);
+    // Docker creates a working directory the image lacks.
+    let result = crate::rootfs::mkdir_in_root(&overlay.target, &rec.cwd)
+        .map_err(ShimError::from)
+        .and_then(|()| run_container(args, &rec, report));
     // Whatever happened, leave no mount behind.
     let t = Instant::now();
     let unmounted = overlay.unmount();

@@ -24,12 +24,13 @@ fn busybox_archive() -> &'static Path {
     ARCHIVE.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
         std::fs::create_dir_all(dir).unwrap();
-        let tmp = dir.join(format!("busybox-{}.tar.tmp", std::process::id()));
+        let tmp = dir.join(format!("busybox.tar.{}", std::process::id()));
         ImageBuilder::busybox()
             .write_docker_archive(&tmp, &["busybox:latest"], false)
             .unwrap();
-        // One name per process: another test binary may write its own copy meanwhile.
-        let path = dir.join(format!("busybox-{}.tar", std::process::id()));
+        // Other test binaries may write the same (deterministic) archive at the same time:
+        // the rename is atomic, so readers always see a whole one.
+        let path = dir.join("busybox.tar");
         std::fs::rename(&tmp, &path).unwrap();
         path
     })
@@ -89,7 +90,8 @@ pub fn run_d(d: &Daemon, args: &[&str]) -> String {
 /// `inspect` of one container as JSON.
 pub fn inspect(d: &Daemon, name: &str) -> Value {
     let out = d.ok(&["inspect", name]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect JSON: {e}: {out}"));
+    let v: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("inspect JSON: {e}: {out}"));
     v.as_array()
         .and_then(|a| a.first())
         .cloned()
@@ -141,6 +143,12 @@ pub fn status(d: &Daemon, name: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// The container's `State.Status`, or `None` while it does not exist.
+pub fn try_status(d: &Daemon, name: &str) -> Option<String> {
+    let o = d.run(&["inspect", "-f", "{{.State.Status}}", name]);
+    o.status.success().then(|| stdout(&o).trim().to_owned())
 }
 
 /// Waits (up to `secs`) until the container has exited; returns its exit code.
