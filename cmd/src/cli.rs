@@ -586,15 +586,9 @@ pub struct ShimExecArgs {
     pub state_root: PathBuf,
     #[arg(long)]
     pub id: String,
-    /// uid:gid:groups
+    /// The OCI process file to run.
     #[arg(long)]
-    pub user: Option<String>,
-    #[arg(long)]
-    pub cwd: Option<String>,
-    #[arg(long = "env")]
-    pub env: Vec<String>,
-    #[arg(last = true, required = true)]
-    pub cmd: Vec<String>,
+    pub process: PathBuf,
 }
 
 #[cfg(test)]

@@ -120,36 +120,9 @@ fn run_shim_exec(a: cli::ShimExecArgs) -> i32 {
         eprintln!("shoal shim-exec: {e}");
         return shoal_runtime::exec::EXEC_FAILED;
     }
-    let user = match a.user.as_deref().map(parse_ids) {
-        Some(Some(u)) => Some(u),
-        Some(None) => {
-            eprintln!("shoal shim-exec: invalid --user {:?}", a.user);
-            return shoal_runtime::exec::EXEC_FAILED;
-        }
-        None => None,
-    };
     shoal_runtime::exec::main(shoal_runtime::exec::ExecArgs {
         state_root: a.state_root,
         id: a.id,
-        args: a.cmd,
-        env: a.env,
-        cwd: a.cwd,
-        user,
+        process: a.process,
     })
-}
-
-/// Parses `uid:gid:g1,g2`.
-fn parse_ids(s: &str) -> Option<(u32, u32, Vec<u32>)> {
-    let mut it = s.splitn(3, ':');
-    let uid = it.next()?.parse().ok()?;
-    let gid = it.next()?.parse().ok()?;
-    let groups = match it.next() {
-        Some("") | None => Vec::new(),
-        Some(g) => g
-            .split(',')
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .ok()?,
-    };
-    Some((uid, gid, groups))
 }

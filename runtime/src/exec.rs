@@ -5,7 +5,6 @@
 //! stderr are the exec'd process's, piped to the daemon, and it exits with the process's
 //! exit code.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -23,45 +22,27 @@ pub const EXEC_NOT_FOUND: i32 = 127;
 pub struct ExecArgs {
     pub state_root: PathBuf,
     pub id: String,
-    pub args: Vec<String>,
-    /// `K=V` pairs layered over the container's environment.
-    pub env: Vec<String>,
-    pub cwd: Option<String>,
-    /// `uid`, `gid` and supplementary groups; `None` runs as the container's user.
-    pub user: Option<(u32, u32, Vec<u32>)>,
+    /// The OCI process to run (written by the daemon, removed here once read).
+    pub process: PathBuf,
 }
 
 /// Runs the helper: joins the container, waits for the process, returns its exit code.
 pub fn main(a: ExecArgs) -> i32 {
     // The process must not inherit the daemon's ignored signals (SIGPIPE).
     crate::shim::reset_ignored_signals();
-    let env: HashMap<String, String> = a
-        .env
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (k.to_owned(), v.to_owned()),
-            None => (kv.clone(), String::new()),
-        })
-        .collect();
     let builder = match ContainerBuilder::new(a.id.clone(), SyscallType::default())
         .with_root_path(&a.state_root)
     {
         Ok(b) => b,
         Err(e) => return fail(&format!("invalid state root: {e}")),
     };
-    let mut tenant = builder
+    let tenant = builder
         .as_tenant()
-        .with_container_args(a.args.clone())
-        .with_env(env)
-        .with_cwd(a.cwd.clone())
+        .with_process(Some(&a.process))
         .with_detach(false);
-    if let Some((uid, gid, groups)) = &a.user {
-        tenant = tenant
-            .with_user(Some(*uid))
-            .with_group(Some(*gid))
-            .with_additional_gids(groups.clone());
-    }
-    let pid = match tenant.build() {
+    let built = tenant.build();
+    let _ = std::fs::remove_file(&a.process);
+    let pid = match built {
         Ok(pid) => pid,
         Err(e) => {
             let msg = crate::lifecycle::describe(&e);

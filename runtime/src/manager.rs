@@ -1198,13 +1198,6 @@ impl Runtime {
                 "No exec command specified".into(),
             ));
         }
-        let o = &self.inner.opts;
-        let mut cmd = o.exe.tokio_command();
-        cmd.arg("shim-exec")
-            .arg("--state-root")
-            .arg(state_root(o))
-            .arg("--id")
-            .arg(&e.record.id);
         let user = match req.user.as_deref() {
             Some(u) if !u.is_empty() => {
                 let passwd = rootfs::read_image_file(&e.record.layers, "/etc/passwd");
@@ -1217,24 +1210,7 @@ impl Runtime {
             }
             _ => e.record.user.clone(),
         };
-        cmd.arg("--user").arg(format!(
-            "{}:{}:{}",
-            user.uid,
-            user.gid,
-            user.additional_gids
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
-        if let Some(w) = req.workdir.as_deref().filter(|w| !w.is_empty()) {
-            cmd.arg("--cwd").arg(w);
-        } else {
-            cmd.arg("--cwd").arg(&e.record.cwd);
-        }
-        for kv in &req.env {
-            cmd.arg("--env").arg(kv);
-        }
+        let mut env = req.env.clone();
         // The container's HOME is its own user's: another user gets theirs, as with Docker,
         // unless HOME was set explicitly (image, run or exec environment).
         let has_home = |env: &[String]| env.iter().any(|kv| kv.starts_with("HOME="));
@@ -1242,9 +1218,26 @@ impl Runtime {
             && !has_home(&req.env)
             && !has_home(&e.record.config.env)
         {
-            cmd.arg("--env").arg(format!("HOME={}", user.home));
+            env.push(format!("HOME={}", user.home));
         }
-        cmd.arg("--").args(&req.cmd);
+        let cwd = req
+            .workdir
+            .as_deref()
+            .filter(|w| !w.is_empty())
+            .unwrap_or(&e.record.cwd);
+        let process = spec::exec_process(&e.record, &user, req.cmd.clone(), &env, cwd)?;
+        let process_file = e.dir.join(format!("exec-{}.json", &names::new_id()[..12]));
+        state::write_json_volatile(&process_file, &process)?;
+
+        let o = &self.inner.opts;
+        let mut cmd = o.exe.tokio_command();
+        cmd.arg("shim-exec")
+            .arg("--state-root")
+            .arg(state_root(o))
+            .arg("--id")
+            .arg(&e.record.id)
+            .arg("--process")
+            .arg(&process_file);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use oci_spec::OciSpecError;
 use oci_spec::runtime::{
     LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, Process, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::cgroups::CgroupVersion;
 use crate::model::{ContainerRecord, NetworkMode};
+use crate::user::ResolvedUser;
 use crate::{cgroups, defaults, seccomp};
 
 /// Errors assembling a spec.
@@ -73,12 +74,15 @@ pub fn build(rec: &ContainerRecord, paths: &SpecPaths) -> Result<Spec, SpecError
             &rec.cwd
         }))
         .capabilities(caps)
-        // Docker leaves no_new_privileges off. Leave the field out rather than `false`:
-        // libcontainer 0.7 loads the seccomp filter while it still holds CAP_SYS_ADMIN only
-        // when the field is absent; with `Some(false)` it loads after dropping capabilities
-        // and the kernel refuses the filter.
         .build()
         .map_err(err)?;
+    // Docker leaves no_new_privileges off, so setuid programs of the image work. oci-spec's
+    // builder defaults it to `true`; leave the field out rather than `false`: libcontainer
+    // 0.7 loads the seccomp filter while it still holds CAP_SYS_ADMIN only when the field is
+    // absent (with `Some(false)` it loads after dropping capabilities and the kernel
+    // refuses the filter).
+    let mut process = process;
+    process.set_no_new_privileges(None);
 
     let mut mounts = defaults::default_mounts(hc.shm_size.max(0) as u64);
     if CgroupVersion::detect() == CgroupVersion::V1 {
@@ -192,6 +196,10 @@ pub fn build(rec: &ContainerRecord, paths: &SpecPaths) -> Result<Spec, SpecError
         .build()
         .map_err(err)?;
 
+    // Shallower mount points first (stable), as Docker sorts them: a volume on /etc must not
+    // hide the /etc/hostname, /etc/hosts and /etc/resolv.conf binds made on top of it.
+    mounts.sort_by_key(|m| m.destination().components().count());
+
     SpecBuilder::default()
         .version("1.0.2")
         .root(
@@ -207,6 +215,54 @@ pub fn build(rec: &ContainerRecord, paths: &SpecPaths) -> Result<Spec, SpecError
         .linux(linux)
         .build()
         .map_err(err)
+}
+
+/// The OCI process of an `exec` into the container `rec`: the container's capabilities
+/// and environment (with `env` layered over it by key), as `user` in `cwd`. Like the
+/// container's own process it leaves `noNewPrivileges` out (see [`build`]); libcontainer's
+/// tenant builder would otherwise default it to `true`.
+pub fn exec_process(
+    rec: &ContainerRecord,
+    user: &ResolvedUser,
+    args: Vec<String>,
+    env: &[String],
+    cwd: &str,
+) -> Result<Process, SpecError> {
+    let err = |source| SpecError::Build {
+        id: rec.id.clone(),
+        source,
+    };
+    let caps =
+        defaults::oci_capabilities(&rec.capabilities).map_err(|e| SpecError::Capabilities {
+            id: rec.id.clone(),
+            message: e.to_string(),
+        })?;
+    let key = |kv: &str| kv.split('=').next().unwrap_or_default().to_owned();
+    let mut merged: Vec<String> = rec
+        .env
+        .iter()
+        .filter(|kv| !env.iter().any(|o| key(o) == key(kv)))
+        .cloned()
+        .collect();
+    merged.extend(env.iter().cloned());
+    let mut process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(user.additional_gids.clone())
+                .build()
+                .map_err(err)?,
+        )
+        .args(args)
+        .env(merged)
+        .cwd(PathBuf::from(if cwd.is_empty() { "/" } else { cwd }))
+        .capabilities(caps)
+        .build()
+        .map_err(err)?;
+    process.set_no_new_privileges(None);
+    Ok(process)
 }
 
 /// Replaces the `cgroup` mount with a tmpfs and read-only binds of the container's own
