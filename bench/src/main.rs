@@ -126,11 +126,9 @@ fn write_docker_bundle(dir: &Path, rootfs: &Path) -> Result<()> {
         netns: PathBuf::new(),
     };
     let mut spec = shoal_runtime::spec::build(&rec, &paths)?;
-    if let Some(linux) = spec.linux_mut() {
-        if let Some(ns) = linux.namespaces_mut() {
-            for n in ns.iter_mut() {
-                n.set_path(None);
-            }
+    if let Some(ns) = spec.linux_mut().as_mut().and_then(|l| l.namespaces_mut().as_mut()) {
+        for n in ns.iter_mut() {
+            n.set_path(None);
         }
     }
     if let Some(root) = spec.root_mut() {
