@@ -112,9 +112,11 @@ impl From<RuntimeError> for ApiError {
             | R::User(_)
             | R::Capability(_)
             | R::Signal(_) => StatusCode::BAD_REQUEST,
-            R::NameConflict { .. } | R::NotRunning(_) | R::Running(_) | R::Removing(_) => {
-                StatusCode::CONFLICT
-            }
+            R::NameConflict { .. }
+            | R::NotRunning(_)
+            | R::Paused(_)
+            | R::Running(_)
+            | R::Removing(_) => StatusCode::CONFLICT,
             R::StartFailed { exit_code, .. } if *exit_code == 126 || *exit_code == 127 => {
                 StatusCode::BAD_REQUEST
             }
@@ -1138,12 +1140,19 @@ async fn volume_remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn volumes_prune(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+/// `POST /volumes/prune[?all=1]`: unused anonymous volumes, or every unused one with `all`
+/// (Docker 23+ semantics).
+async fn volumes_prune(
+    State(s): State<AppState>,
+    Query(q): Query<PruneQuery>,
+) -> ApiResult<Json<Value>> {
     let vols = s.engine.runtime.volumes();
+    let all = truthy(&q.all);
     let mut deleted = Vec::new();
     let mut reclaimed = 0u64;
     for v in vols.list() {
-        if s.engine.runtime.containers_using_volume(&v.name).is_empty() {
+        if (all || v.is_anonymous()) && s.engine.runtime.containers_using_volume(&v.name).is_empty()
+        {
             let size = vols.size(&v);
             if vols.remove(&v.name, &[]).is_ok() {
                 reclaimed += size;

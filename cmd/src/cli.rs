@@ -76,6 +76,12 @@ pub enum Command {
     Pull(PullArgs),
     /// Remove one or more images.
     Rmi(ImageRmArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(NamesArgs),
+    /// Pause all processes within one or more containers.
+    Pause(NamesArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(NamesArgs),
 
     /// Internal: the per-container helper process.
     #[command(hide = true)]
@@ -197,7 +203,7 @@ pub enum VolumeCmd {
     #[command(visible_alias = "remove")]
     Rm(VolumeRmArgs),
     /// Remove unused volumes.
-    Prune(PruneArgs),
+    Prune(VolumePruneArgs),
 }
 
 /// Flags of `run` and `create`.
@@ -546,6 +552,16 @@ pub struct VolumeRmArgs {
     pub force: bool,
     #[arg(required = true, value_name = "VOLUME")]
     pub volumes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumePruneArgs {
+    /// Remove all unused volumes, not just anonymous ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,10 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(daemon::run(args)).map(|()| 0))
         }
         command => {
+            // Like other command-line tools, end quietly when the reader of our output goes
+            // away (`shoal logs web | head`).
+            // SAFETY: resetting a disposition to SIG_DFL installs no handler code.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
             if cli.debug {
                 init_tracing("debug");
             }

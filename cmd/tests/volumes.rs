@@ -107,6 +107,15 @@ fn volume_commands() {
         "{out}"
     );
     assert_eq!(d.ok(&["volume", "ls", "-q"]), "beta\n");
+
+    // Docker 23+: without --all, prune keeps unused *named* volumes; --all removes them.
+    d.ok(&["volume", "create", "gamma"]);
+    let out = d.ok(&["volume", "prune", "-f"]);
+    assert!(!out.contains("gamma"), "{out}");
+    assert!(d.ok(&["volume", "ls", "-q"]).contains("gamma"));
+    let out = d.ok(&["volume", "prune", "-a", "-f"]);
+    assert!(out.contains("\ngamma\n"), "{out}");
+    assert_eq!(d.ok(&["volume", "ls", "-q"]), "beta\n");
 }
 
 /// Requirement 9: `-v name:/data` creates the volume on first use; data written by one

@@ -47,6 +47,17 @@ pub struct VolumeStore {
 
 const META: &str = "volume.json";
 
+/// The label Docker puts on anonymous volumes (`-v /path`); `volume prune` without `--all`
+/// removes only those.
+pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
+
+impl Volume {
+    /// Whether the volume was created without a name.
+    pub fn is_anonymous(&self) -> bool {
+        self.labels.contains_key(ANONYMOUS_LABEL)
+    }
+}
+
 impl VolumeStore {
     /// Opens (creating) the store at `root`.
     pub fn open(root: PathBuf) -> Result<Self, VolumeError> {
@@ -68,9 +79,13 @@ impl VolumeStore {
         name: Option<&str>,
         labels: BTreeMap<String, String>,
     ) -> Result<Volume, VolumeError> {
+        let mut labels = labels;
         let name = match name {
             Some(n) => n.to_owned(),
-            None => names::new_id(),
+            None => {
+                labels.insert(ANONYMOUS_LABEL.to_owned(), String::new());
+                names::new_id()
+            }
         };
         if !names::valid(&name) {
             return Err(VolumeError::InvalidName(name));

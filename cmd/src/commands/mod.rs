@@ -63,6 +63,9 @@ pub async fn dispatch(host: Option<&str>, command: Command) -> Result<i32> {
         Command::Images(a) => image::ls(&c, a).await,
         Command::Pull(a) => image::pull(&c, a).await,
         Command::Rmi(a) => image::rm(&c, a).await,
+        Command::Wait(a) => container::wait(&c, a).await,
+        Command::Pause(a) => container::pause(&c, a, true).await,
+        Command::Unpause(a) => container::pause(&c, a, false).await,
         Command::Container(cc) => match cc {
             ContainerCmd::Run(a) => container::run(&c, a, false).await,
             ContainerCmd::Create(a) => container::run(&c, a, true).await,

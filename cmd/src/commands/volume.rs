@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use super::{confirm, q, report};
-use crate::cli::{PruneArgs, VolumeCreateArgs, VolumeLsArgs, VolumeRmArgs};
+use crate::cli::{VolumeCreateArgs, VolumeLsArgs, VolumePruneArgs, VolumeRmArgs};
 use crate::client::Client;
 use crate::format;
 
@@ -99,15 +99,21 @@ pub async fn rm(c: &Client, a: VolumeRmArgs) -> Result<i32> {
 }
 
 /// `volume prune`.
-pub async fn prune(c: &Client, a: PruneArgs) -> Result<i32> {
-    if !a.force
-        && !confirm(
-            "WARNING! This will remove all local volumes not used by at least one container.\nAre you sure you want to continue?",
-        )
-    {
+pub async fn prune(c: &Client, a: VolumePruneArgs) -> Result<i32> {
+    let warning = if a.all {
+        "WARNING! This will remove all local volumes not used by at least one container.\nAre you sure you want to continue?"
+    } else {
+        "WARNING! This will remove anonymous local volumes not used by at least one container.\nAre you sure you want to continue?"
+    };
+    if !a.force && !confirm(warning) {
         return Ok(0);
     }
-    let r: Value = c.post("/volumes/prune", &json!({})).await?;
+    let r: Value = c
+        .post(
+            &format!("/volumes/prune?all={}", u8::from(a.all)),
+            &json!({}),
+        )
+        .await?;
     if let Some(d) = r["VolumesDeleted"].as_array().filter(|d| !d.is_empty()) {
         println!("Deleted Volumes:");
         for v in d {
