@@ -369,3 +369,53 @@ fn mount_over_etc_keeps_hostname_files() {
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(stdout(&o), "etcbox\nhosts-ok\n");
 }
+
+/// Docker's volume copy-up: a new named volume mounted over a directory of the image starts
+/// with the image's files (owner and mode kept); a volume that already has data is left
+/// alone, and bind mounts are never filled.
+#[test]
+fn empty_named_volume_is_seeded_from_the_image() {
+    let d = daemon();
+    // The image's /etc holds passwd and group.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "etcvol:/etc",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /etc; stat -c '%u %g %a' /etc/passwd",
+    ]);
+    assert!(out.contains("passwd"), "{out}");
+    assert!(out.contains("group"), "{out}");
+    // Data written now persists, and the next mount does not copy over it.
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "etcvol:/etc",
+        "busybox",
+        "sh",
+        "-c",
+        "echo changed > /etc/passwd",
+    ]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "etcvol:/etc",
+        "busybox",
+        "cat",
+        "/etc/passwd",
+    ]);
+    assert_eq!(out, "changed\n");
+    // A bind mount of an empty host dir gets none of the image's files (only the mount
+    // points of /etc/hostname, /etc/hosts and /etc/resolv.conf, as with Docker).
+    let host = d.root.path().join("bind-empty");
+    std::fs::create_dir_all(&host).unwrap();
+    let spec = format!("{}:/etc", host.display());
+    d.ok(&["run", "--rm", "-v", &spec, "busybox", "true"]);
+    assert!(!host.join("passwd").exists());
+    assert!(!host.join("group").exists());
+}

@@ -246,9 +246,11 @@ fn run(args: &ShimArgs, report: &mut Option<File>) -> Result<(), ShimError> {
         "root filesystem mounted"
     );
 
-    // Docker creates a working directory the image lacks.
+    // Docker creates a working directory the image lacks, and seeds empty named volumes
+    // with the image's content at their mount points.
     let result = crate::rootfs::mkdir_in_root(&overlay.target, &rec.cwd)
         .map_err(ShimError::from)
+        .and_then(|()| copy_up_volumes(&overlay.target, &rec))
         .and_then(|()| run_container(args, &rec, report));
     // Whatever happened, leave no mount behind.
     let t = Instant::now();
@@ -262,6 +264,14 @@ fn run(args: &ShimArgs, report: &mut Option<File>) -> Result<(), ShimError> {
     }
     drop(lock);
     result
+}
+
+fn copy_up_volumes(rootfs: &Path, rec: &ContainerRecord) -> Result<(), ShimError> {
+    for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
+        crate::copyup::copy_up(rootfs, &m.destination, Path::new(&m.source))
+            .map_err(|e| ShimError::Container(e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn run_container(
