@@ -551,3 +551,45 @@ fn killed_pull_leaves_no_partial_image_and_resumes() {
     let o = d.run(&["run", "--rm", &reference, "echo", "resumed"]);
     assert_eq!(stdout(&o), "resumed\n", "{}", stderr(&o));
 }
+
+/// Requirement 5 ("a live progress display per layer on the CLI"): on a terminal, every
+/// layer gets its own line that is redrawn in place (cursor movements) with a progress bar,
+/// ending in "Pull complete".
+#[test]
+fn pull_progress_is_live_on_a_terminal() {
+    if !have_registry() {
+        return;
+    }
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("SKIPPED pull_progress_is_live_on_a_terminal: script(1) (util-linux) is missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (r, built) = busybox_registry(tmp.path());
+    let d = daemon_with(insecure(&r.addr));
+    let reference = format!("{}/busybox:latest", r.addr);
+    // script(1) runs the CLI on a pseudo-terminal and copies what it drew to stdout.
+    let o = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} pull {reference}", bin().display()),
+            "/dev/null",
+        ])
+        .env("SHOAL_HOST", d.host())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    let layer = short_hex(&built.layer_digests[0]);
+    assert!(
+        out.contains("\x1b["),
+        "cursor movements on a terminal: {out:?}"
+    );
+    assert!(
+        out.contains(&format!("{layer}: Downloading ["))
+            || out.contains(&format!("{layer}: Extracting [")),
+        "a progress bar for the layer: {out:?}"
+    );
+    assert!(out.contains(&format!("{layer}: Pull complete")), "{out:?}");
+    assert!(out.contains(&reference), "{out:?}");
+}
