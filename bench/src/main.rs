@@ -126,7 +126,11 @@ fn write_docker_bundle(dir: &Path, rootfs: &Path) -> Result<()> {
         netns: PathBuf::new(),
     };
     let mut spec = shoal_runtime::spec::build(&rec, &paths)?;
-    if let Some(ns) = spec.linux_mut().as_mut().and_then(|l| l.namespaces_mut().as_mut()) {
+    if let Some(ns) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
+    {
         for n in ns.iter_mut() {
             n.set_path(None);
         }
