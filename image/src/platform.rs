@@ -102,7 +102,8 @@ pub fn select_manifest<'a>(entries: &'a [Descriptor], want: &Platform) -> Option
         })
         .collect();
     let want_variant = want.variant.as_deref().map(normalize_variant);
-    let rank = |variant: Option<&str>| -> Option<u32> {
+    // u64: the arm fallback rank below cannot overflow whatever variant numbers come.
+    let rank = |variant: Option<&str>| -> Option<u64> {
         match (variant, want_variant) {
             (v, w) if v == w => Some(0),
             (None, _) => Some(1),
@@ -110,7 +111,7 @@ pub fn select_manifest<'a>(entries: &'a [Descriptor], want: &Platform) -> Option
             (Some(v), Some(w)) if normalize_arch(&want.architecture) == "arm" => {
                 let (v, w) = (variant_number(v)?, variant_number(w)?);
                 // v7 (rank 2) before v6 (rank 3) before v5 (rank 4).
-                (v < w).then(|| 2 + (w - v))
+                (v < w).then(|| 2 + u64::from(w - v))
             }
             (Some(_), None) => Some(5),
             _ => None,
@@ -211,6 +212,21 @@ mod tests {
         // A v6 CPU cannot run v7.
         let newer = vec![entries[2].clone()];
         assert!(select_manifest(&newer, &platform("arm", Some("v6"))).is_none());
+    }
+
+    #[test]
+    fn huge_variant_numbers_do_not_overflow() {
+        // The fallback rank 2 + (wanted - offered) used to overflow u32; replay input in
+        // fuzz/regressions/manifest_json/arm-variant-overflow.
+        let entries = vec![
+            entry(1, "linux", "arm", Some("v0")),
+            entry(2, "linux", "arm", Some("v4294967294")),
+        ];
+        let got = select_manifest(&entries, &platform("arm", Some("v4294967295"))).unwrap();
+        assert_eq!(got.digest, entries[1].digest);
+        let only_v0 = &entries[..1];
+        let got = select_manifest(only_v0, &platform("arm", Some("v4294967295"))).unwrap();
+        assert_eq!(got.digest, entries[0].digest);
     }
 
     #[test]
