@@ -20,6 +20,11 @@ pub fn parse(reference: &str) -> Result<Reference, ImageError> {
         reason,
     };
     let parsed: Reference = reference.parse().map_err(|e| invalid(format!("{e}")))?;
+    // Docker's grammar: the repository path is lowercase. oci-spec's parser can read an
+    // uppercase first component as a host and then file it under Docker Hub.
+    if parsed.repository().chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(invalid("repository name must be lowercase".to_string()));
+    }
     // Docker refuses names that look like image IDs so that `docker run <64 hex>` is
     // never mistaken for a repository.
     let last = parsed.repository().rsplit('/').next().unwrap_or_default();
@@ -55,14 +60,31 @@ pub fn repository_name(reference: &Reference) -> String {
 }
 
 /// The short form users type and Docker prints: strips `docker.io/` and, on Docker Hub
-/// only, `library/`. `docker.io/library/busybox:latest` → `busybox:latest`.
+/// only, `library/` of a one-component name. `docker.io/library/busybox:latest` →
+/// `busybox:latest`. The result always normalizes back to `full`: `docker.io/` stays when
+/// the next component would read as a registry host (`docker.io/foo.com/x`,
+/// `docker.io/localhost/x`), and `library/` stays before a nested path.
 pub fn familiar(full: &str) -> String {
-    match full.strip_prefix(HUB_PREFIX) {
-        Some(rest) => rest
-            .strip_prefix(OFFICIAL_PREFIX)
-            .unwrap_or(rest)
-            .to_string(),
-        None => full.to_string(),
+    let Some(rest) = full.strip_prefix(HUB_PREFIX) else {
+        return full.to_string();
+    };
+    let first = rest.split('/').next().unwrap_or_default();
+    let nested = rest.contains('/');
+    if nested && (first.contains('.') || first.contains(':') || first == "localhost") {
+        return full.to_string();
+    }
+    match rest.strip_prefix(OFFICIAL_PREFIX) {
+        // `library/a/b` is not an official image: keep the prefix.
+        Some(official)
+            if !official
+                .split(['@', ':'])
+                .next()
+                .unwrap_or_default()
+                .contains('/') =>
+        {
+            official.to_string()
+        }
+        _ => rest.to_string(),
     }
 }
 
@@ -103,6 +125,38 @@ pub(crate) fn is_hex(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn familiar_round_trips_found_by_fuzzing() {
+        // Uppercase repositories are not references (Docker: must be lowercase).
+        assert!(parse("A/b").is_err());
+        assert!(parse("localhost:5000/Busybox").is_err());
+        // `library/` is only stripped from one-component official names.
+        assert_eq!(
+            familiar("docker.io/library/a/b:latest"),
+            "library/a/b:latest"
+        );
+        assert_eq!(familiar("docker.io/library/busybox:1"), "busybox:1");
+        // `docker.io/` stays when the next component would read as a registry.
+        assert_eq!(
+            familiar("docker.io/foo.com/bar:latest"),
+            "docker.io/foo.com/bar:latest"
+        );
+        assert_eq!(
+            familiar("docker.io/localhost/x:1"),
+            "docker.io/localhost/x:1"
+        );
+        assert_eq!(familiar("docker.io/team/app:1"), "team/app:1");
+        for full in [
+            "docker.io/library/a/b:latest",
+            "docker.io/foo.com/bar:latest",
+            "docker.io/localhost/x:1",
+            "docker.io/library/busybox@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            assert_eq!(normalize(&familiar(full)).unwrap(), full, "{full}");
+        }
+    }
+
     use super::*;
 
     #[test]
