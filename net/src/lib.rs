@@ -4,5 +4,6 @@
 //! detection of which WireGuard backend this host can use. The networking issue adds the
 //! WireGuard overlay, task addressing, VIPs, published ports and DNS here.
 
+pub mod addrs;
 pub mod netns;
 pub mod wireguard;
