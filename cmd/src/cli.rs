@@ -43,6 +43,12 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Manage the swarm.
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
+    /// Manage swarm nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
@@ -204,6 +210,219 @@ pub enum VolumeCmd {
     Rm(VolumeRmArgs),
     /// Remove unused volumes.
     Prune(VolumePruneArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCmd {
+    /// Initialize a swarm.
+    Init(SwarmInitArgs),
+    /// Join a swarm as a node and/or manager.
+    Join(SwarmJoinArgs),
+    /// Manage join tokens.
+    #[command(name = "join-token")]
+    JoinToken(JoinTokenArgs),
+    /// Leave the swarm.
+    Leave(SwarmLeaveArgs),
+    /// Update the swarm.
+    Update(SwarmUpdateArgs),
+    /// Unlock swarm.
+    Unlock,
+    /// Manage the unlock key.
+    #[command(name = "unlock-key")]
+    UnlockKey(UnlockKeyArgs),
+    /// Display and rotate the root CA.
+    Ca(SwarmCaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmInitArgs {
+    /// Advertised address (format: <ip|interface>[:port]).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// Listen address (format: <ip|interface>[:port]).
+    #[arg(long, default_value = "0.0.0.0:4242")]
+    pub listen_addr: String,
+    /// Default address pool in CIDR format.
+    #[arg(long = "default-addr-pool")]
+    pub default_addr_pool: Vec<String>,
+    /// Default address pool subnet mask length.
+    #[arg(long = "default-addr-pool-mask-length", default_value_t = 24)]
+    pub default_addr_pool_mask_length: u32,
+    /// Validity period for node certificates (ns|us|ms|s|m|h).
+    #[arg(long, default_value = "2160h")]
+    pub cert_expiry: String,
+    /// Task history retention limit.
+    #[arg(long, default_value_t = 5)]
+    pub task_history_limit: i64,
+    /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
+    #[arg(long, default_value = "5s")]
+    pub dispatcher_heartbeat: String,
+    /// Number of log entries between Raft snapshots.
+    #[arg(long, default_value_t = 10000)]
+    pub snapshot_interval: u64,
+    /// Number of additional Raft snapshots to retain.
+    #[arg(long, default_value_t = 0)]
+    pub max_snapshots: u64,
+    /// Enable manager autolocking (requiring an unlock key to start a stopped manager).
+    #[arg(long)]
+    pub autolock: bool,
+    /// Force create a new cluster from current state.
+    #[arg(long)]
+    pub force_new_cluster: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmJoinArgs {
+    /// Token for entry into the swarm.
+    #[arg(long)]
+    pub token: String,
+    /// Advertised address (format: <ip|interface>[:port]).
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// Listen address (format: <ip|interface>[:port]).
+    #[arg(long, default_value = "0.0.0.0:4242")]
+    pub listen_addr: String,
+    /// A manager's address (HOST:PORT).
+    pub remote: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Only display token.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Rotate join token.
+    #[arg(long)]
+    pub rotate: bool,
+    /// worker or manager.
+    pub role: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmLeaveArgs {
+    /// Force this node to leave the swarm, ignoring warnings.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmUpdateArgs {
+    /// Change manager autolocking setting (true|false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub autolock: Option<bool>,
+    /// Validity period for node certificates (ns|us|ms|s|m|h).
+    #[arg(long)]
+    pub cert_expiry: Option<String>,
+    /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
+    #[arg(long)]
+    pub dispatcher_heartbeat: Option<String>,
+    /// Task history retention limit.
+    #[arg(long)]
+    pub task_history_limit: Option<i64>,
+    /// Number of log entries between Raft snapshots.
+    #[arg(long)]
+    pub snapshot_interval: Option<u64>,
+    /// Number of additional Raft snapshots to retain.
+    #[arg(long)]
+    pub max_snapshots: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockKeyArgs {
+    /// Only display the unlock key.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Rotate the unlock key.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmCaArgs {
+    /// Rotate the swarm CA.
+    #[arg(long)]
+    pub rotate: bool,
+    /// Only print the CA certificate.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Exit immediately instead of waiting for the root rotation to converge.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes in the swarm.
+    #[command(visible_alias = "list")]
+    Ls(NodeLsArgs),
+    /// Display detailed information on one or more nodes.
+    Inspect(NodeInspectArgs),
+    /// Update a node.
+    Update(NodeUpdateArgs),
+    /// Promote one or more nodes to manager in the swarm.
+    Promote(NodesArgs),
+    /// Demote one or more nodes from manager in the swarm.
+    Demote(NodesArgs),
+    /// Remove one or more nodes from the swarm.
+    #[command(visible_alias = "remove")]
+    Rm(NodeRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeLsArgs {
+    /// Only display IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Format output ('table', 'json' or a Go template).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Filter output based on conditions provided (id=, name=, role=, membership=).
+    #[arg(short = 'f', long = "filter")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeInspectArgs {
+    /// Print the information in a human friendly format.
+    #[arg(long)]
+    pub pretty: bool,
+    /// Format output using a custom template.
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    #[arg(required = true, value_name = "NODE")]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeUpdateArgs {
+    /// Availability of the node ("active", "pause", "drain").
+    #[arg(long)]
+    pub availability: Option<String>,
+    /// Add or update a node label (key=value).
+    #[arg(long = "label-add")]
+    pub label_add: Vec<String>,
+    /// Remove a node label if exists.
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    /// Role of the node ("worker", "manager").
+    #[arg(long)]
+    pub role: Option<String>,
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    #[arg(required = true, value_name = "NODE")]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeRmArgs {
+    /// Force remove a node from the swarm.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "NODE")]
+    pub nodes: Vec<String>,
 }
 
 /// Flags of `run` and `create`.

@@ -3,13 +3,15 @@
 mod auth;
 mod container;
 mod image;
+mod node;
 mod progress;
+mod swarm;
 mod system;
 mod volume;
 
 use anyhow::Result;
 
-use crate::cli::{Command, ContainerCmd, ImageCmd, VolumeCmd};
+use crate::cli::{Command, ContainerCmd, ImageCmd, NodeCmd, SwarmCmd, VolumeCmd};
 use crate::client::Client;
 
 /// An error that carries the process exit code it should end with (Docker's: 125 when the
@@ -99,6 +101,24 @@ pub async fn dispatch(host: Option<&str>, command: Command) -> Result<i32> {
             VolumeCmd::Inspect(a) => system::inspect_kind(&c, a, Some("volume")).await,
             VolumeCmd::Rm(a) => volume::rm(&c, a).await,
             VolumeCmd::Prune(a) => volume::prune(&c, a).await,
+        },
+        Command::Swarm(sc) => match sc {
+            SwarmCmd::Init(a) => swarm::init(&c, a).await,
+            SwarmCmd::Join(a) => swarm::join(&c, a).await,
+            SwarmCmd::JoinToken(a) => swarm::join_token(&c, a).await,
+            SwarmCmd::Leave(a) => swarm::leave(&c, a).await,
+            SwarmCmd::Update(a) => swarm::update(&c, a).await,
+            SwarmCmd::Unlock => swarm::unlock(&c).await,
+            SwarmCmd::UnlockKey(a) => swarm::unlock_key(&c, a).await,
+            SwarmCmd::Ca(a) => swarm::ca(&c, a).await,
+        },
+        Command::Node(nc) => match nc {
+            NodeCmd::Ls(a) => node::ls(&c, a).await,
+            NodeCmd::Inspect(a) => node::inspect(&c, a).await,
+            NodeCmd::Update(a) => node::update(&c, a).await,
+            NodeCmd::Promote(a) => node::set_role(&c, a, "manager").await,
+            NodeCmd::Demote(a) => node::set_role(&c, a, "worker").await,
+            NodeCmd::Rm(a) => node::rm(&c, a).await,
         },
         Command::Daemon(_) | Command::Shim(_) | Command::ShimExec(_) => {
             unreachable!("handled in main before the CLI runtime starts")

@@ -116,10 +116,7 @@ pub async fn info(c: &Client, a: FormatArgs) -> Result<i32> {
     println!(" Cgroup Version: {}", s("CgroupVersion"));
     println!(" Cgroup Parent: {}", s("CgroupParent"));
     println!(" Runtime: libcontainer (in-process, no runc/crun)");
-    println!(
-        " Swarm: {}",
-        i["Swarm"]["LocalNodeState"].as_str().unwrap_or("inactive")
-    );
+    print_swarm(&i["Swarm"]);
     println!(" WireGuard: {}", s("WireGuard"));
     println!(" Kernel Version: {}", s("KernelVersion"));
     println!(" Operating System: {}", s("OperatingSystem"));
@@ -216,4 +213,74 @@ async fn find(c: &Client, name: &str, kind: Option<&str>) -> Result<Value> {
         _ => "object",
     };
     Err(anyhow!("Error: No such {what}: {name}"))
+}
+
+/// Docker's Swarm section of `info`.
+fn print_swarm(sw: &Value) {
+    let state = sw["LocalNodeState"].as_str().unwrap_or("inactive");
+    println!(" Swarm: {state}");
+    if state == "inactive" {
+        return;
+    }
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    println!("  NodeID: {}", s(&sw["NodeID"]));
+    if state == "locked" {
+        println!("  Error: the manager is locked: run `shoal swarm unlock`");
+        return;
+    }
+    let manager = sw["ControlAvailable"].as_bool() == Some(true);
+    println!("  Is Manager: {manager}");
+    let c = &sw["Cluster"];
+    if manager && c.is_object() {
+        println!("  ClusterID: {}", s(&c["ID"]));
+        println!("  Managers: {}", s(&sw["Managers"]));
+        println!("  Nodes: {}", s(&sw["Nodes"]));
+        let pools: Vec<String> = c["DefaultAddrPool"]
+            .as_array()
+            .map(|a| a.iter().map(&s).collect())
+            .unwrap_or_default();
+        println!("  Default Address Pool: {}", pools.join(" "));
+        println!("  SubnetSize: {}", s(&c["SubnetSize"]));
+        let spec = &c["Spec"];
+        println!("  Orchestration:");
+        println!(
+            "   Task History Retention Limit: {}",
+            s(&spec["Orchestration"]["TaskHistoryRetentionLimit"])
+        );
+        println!("  Raft:");
+        println!("   Snapshot Interval: {}", s(&spec["Raft"]["SnapshotInterval"]));
+        println!("   Number of Old Snapshots to Retain: {}", s(&spec["Raft"]["KeepOldSnapshots"]));
+        println!("   Heartbeat Tick: {}", s(&spec["Raft"]["HeartbeatTick"]));
+        println!("   Election Tick: {}", s(&spec["Raft"]["ElectionTick"]));
+        let dur = |v: &Value| {
+            let ns = v.as_i64().unwrap_or(0);
+            format::human_duration(chrono::TimeDelta::nanoseconds(ns))
+        };
+        println!("  Dispatcher:");
+        println!("   Heartbeat Period: {}", dur(&spec["Dispatcher"]["HeartbeatPeriod"]));
+        println!("  CA Configuration:");
+        println!("   Expiry Duration: {}", dur(&spec["CAConfig"]["NodeCertExpiry"]));
+        if let Some(e) = c["CAExpiry"].as_str() {
+            println!("   Root CA Expiry: {e}");
+        }
+        println!(
+            "  Autolock Managers: {}",
+            spec["EncryptionConfig"]["AutoLockManagers"].as_bool().unwrap_or(false)
+        );
+        println!(
+            "  Root Rotation In Progress: {}",
+            c["RootRotationInProgress"].as_bool().unwrap_or(false)
+        );
+    }
+    println!("  Node Address: {}", s(&sw["NodeAddr"]));
+    if let Some(m) = sw["RemoteManagers"].as_array() {
+        println!("  Manager Addresses:");
+        for a in m {
+            println!("   {}", s(a));
+        }
+    }
 }
