@@ -3,5 +3,7 @@
 //! issues and run tasks through the same [`engine::Engine`].
 
 pub mod engine;
+pub mod pki;
+pub mod transport;
 
 pub use engine::{Engine, EngineError, EngineOptions, NodeInfo};
