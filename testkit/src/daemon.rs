@@ -1,11 +1,16 @@
 //! A `shoal daemon` under test: its own data, run dir and socket in a temporary directory,
 //! started from the real binary, ready when it prints its ready line; plus a CLI runner.
+//! It may run inside a given network namespace and a new UTS namespace with its own
+//! hostname ([`DaemonOptions::netns`], [`DaemonOptions::hostname`]): the multi-node harness
+//! ([`crate::cluster`]) starts its nodes that way.
 //!
 //! Dropping it force-removes every container it made (containers outlive the daemon by
 //! design), stops it, kills stray helpers and unmounts what is left under its directories.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -24,6 +29,16 @@ pub struct DaemonOptions {
     pub socket: Option<PathBuf>,
     /// `--registry-certs-dir` (default: an empty dir of the daemon's).
     pub certs_dir: Option<PathBuf>,
+    /// A network namespace (a pinned nsfs file such as `/run/netns/NAME`) the daemon runs
+    /// in. Only the network namespace is entered: the daemon keeps the host's mounts, so
+    /// cgroups stay visible (unlike `ip netns exec`, which remounts `/sys`).
+    pub netns: Option<PathBuf>,
+    /// Run the daemon in a new UTS namespace with this hostname (distinct node names on one
+    /// host). The test process's own hostname is untouched.
+    pub hostname: Option<String>,
+    /// Make the daemon's temporary root inside this directory (default: the system's
+    /// temporary directory). Keep it short: the socket path must fit in 108 bytes.
+    pub root_in: Option<PathBuf>,
 }
 
 /// A running daemon under test.
@@ -63,7 +78,12 @@ impl Daemon {
 
     /// Starts a daemon.
     pub fn start_with(bin: &Path, opts: DaemonOptions) -> Result<Daemon> {
-        let root = tempfile::Builder::new().prefix("shoal-test-").tempdir()?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("shoal-test-");
+        let root = match &opts.root_in {
+            Some(dir) => builder.tempdir_in(dir)?,
+            None => builder.tempdir()?,
+        };
         let data = root.path().join("data");
         let run = root.path().join("run");
         let config = root.path().join("client");
@@ -134,6 +154,25 @@ impl Daemon {
         cmd.stdout(Stdio::from(log.try_clone()?))
             .stdin(Stdio::null());
         cmd.stderr(Stdio::piped());
+        // Opened before the fork (and close-on-exec): the child only calls setns(2) on it.
+        let netns =
+            match &self.opts.netns {
+                Some(p) => Some(std::fs::File::open(p).with_context(|| {
+                    format!("cannot open the network namespace {}", p.display())
+                })?),
+                None => None,
+            };
+        let hostname = self.opts.hostname.clone().map(String::into_bytes);
+        if netns.is_some() || hostname.is_some() {
+            let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
+            // SAFETY: the closure runs between fork and exec and only makes raw syscalls
+            // (setns, unshare, sethostname), which are async-signal-safe; it allocates
+            // nothing (io::Error::last_os_error is a plain errno wrapper). The fd and the
+            // hostname bytes were made before the fork and stay alive until spawn returns.
+            unsafe {
+                cmd.pre_exec(move || enter_namespaces(netns_fd, hostname.as_deref()));
+            }
+        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
@@ -151,6 +190,7 @@ impl Daemon {
                 }
             }
         });
+        drop(netns);
         self.child = Some(child);
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -260,6 +300,31 @@ impl Daemon {
         }
         f()
     }
+}
+
+/// In a freshly forked child: joins the network namespace `netns_fd`, then a new UTS
+/// namespace named `hostname`. Async-signal-safe: raw syscalls only.
+pub(crate) fn enter_namespaces(
+    netns_fd: Option<RawFd>,
+    hostname: Option<&[u8]>,
+) -> std::io::Result<()> {
+    if let Some(fd) = netns_fd {
+        // SAFETY: setns(2) on a descriptor we opened; affects only this (child) process.
+        if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    if let Some(name) = hostname {
+        // SAFETY: unshare(2) of the UTS namespace of this (child) process only.
+        if unsafe { libc::unshare(libc::CLONE_NEWUTS) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `name` is a live byte slice; its length is passed alongside.
+        if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Daemon {

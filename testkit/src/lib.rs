@@ -9,7 +9,10 @@
 //!   stalling TCP proxy, and a tiny blocking HTTP client.
 //! - [`token`]: a bearer-token issuer for the registry's `auth: token` mode.
 //! - [`daemon`]: a `shoal daemon` under test with its own directories, and a CLI runner.
+//! - [`cluster`]: several daemons in network namespaces on a host bridge, with failure
+//!   injection (kill, link cut, nftables partition).
 
+pub mod cluster;
 pub mod daemon;
 pub mod hostile;
 pub mod images;
