@@ -1,49 +1,26 @@
 //! shoal-store: the cluster's object model and its replicated, persistent state.
 //!
-//! This crate is the home of the Node, Service, Task, Network, Secret, Config and Volume
-//! objects, their redb persistence, the openraft log store and state machine, the QUIC raft
-//! transport and watch streams (the cluster-core issue). A single node does not need it yet:
-//! node-local state (images, containers, volumes) lives with the leaf crate that owns it.
-//! What exists today is the identifier scheme cluster objects will share.
+//! - [`model`]: Swarm-shaped objects (Cluster, Node, and the homes of Service, Task,
+//!   Network, Secret, Config, Volume), JSON with serde defaults so versions interoperate.
+//! - [`command`]: what a Raft entry carries ([`Proposal`]) and the pure, deterministic
+//!   apply logic (optimistic concurrency on versions, atomic batches).
+//! - [`crypto`]: at-rest encryption (DEK/KEK, ChaCha20-Poly1305, the `SWMKEY-1-` unlock
+//!   key, the key file).
+//! - [`Store`]: one manager's replica: redb persistence (`state.redb`, every value sealed
+//!   with the DEK), openraft replication over a byte-moving [`RaftTransport`] the cluster
+//!   crate implements, watches. openraft's types stay inside this crate.
 
-/// A cluster object identifier: 25 lowercase base-36 characters, as SwarmKit's IDs.
-#[derive(
-    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub struct ObjectId(String);
+pub mod command;
+pub mod crypto;
+pub mod model;
+mod network;
+mod raft_types;
+mod storage;
+mod store;
+#[doc(hidden)]
+pub mod testing_support;
 
-/// A malformed object identifier.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid object ID {0:?}: want 25 characters of [0-9a-z]")]
-pub struct InvalidObjectId(pub String);
-
-impl ObjectId {
-    /// Parses and validates an identifier.
-    pub fn parse(s: &str) -> Result<ObjectId, InvalidObjectId> {
-        if s.len() == 25
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-        {
-            Ok(ObjectId(s.to_owned()))
-        } else {
-            Err(InvalidObjectId(s.to_owned()))
-        }
-    }
-
-    /// The identifier text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse() {
-        assert!(ObjectId::parse("abcdefghijklmnopqrstuvwxy").is_ok());
-        assert!(ObjectId::parse("ABCDEFGHIJKLMNOPQRSTUVWXY").is_err());
-        assert!(ObjectId::parse("short").is_err());
-    }
-}
+pub use command::{Action, ApplyOutcome, Event, EventAction, Object, Proposal};
+pub use network::{RaftTransport, TransportError, WireError};
+pub use storage::{DB_FILE, DbError};
+pub use store::{RaftRole, RaftStatus, Store, StoreConfig, StoreError};
