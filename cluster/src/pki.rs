@@ -865,7 +865,10 @@ pub fn issued_by(cert_pem: &str, ca_pem: &str) -> bool {
     ) else {
         return false;
     };
-    let (Ok((_, leaf)), Ok((_, ca))) = (X509Certificate::from_der(&leaf), X509Certificate::from_der(&ca)) else {
+    let (Ok((_, leaf)), Ok((_, ca))) = (
+        X509Certificate::from_der(&leaf),
+        X509Certificate::from_der(&ca),
+    ) else {
         return false;
     };
     leaf.verify_signature(Some(ca.public_key())).is_ok()
@@ -907,7 +910,13 @@ mod helper_tests {
         let key = NodeKey::generate().unwrap();
         let id = new_node_id().unwrap();
         let cert = a
-            .sign_csr(&key.csr(&id).unwrap(), &id, Role::Worker, "c1", DEFAULT_NODE_CERT_VALIDITY)
+            .sign_csr(
+                &key.csr(&id).unwrap(),
+                &id,
+                Role::Worker,
+                "c1",
+                DEFAULT_NODE_CERT_VALIDITY,
+            )
             .unwrap();
         assert!(issued_by(&cert, a.cert_pem()));
         assert!(!issued_by(&cert, b.cert_pem()));

@@ -751,6 +751,21 @@ impl Store {
         }
     }
 
+    /// Returns once this manager's view of the leader is no longer `from` (an election
+    /// happened, or the leader became known), or the store shut down. Callers waiting on a
+    /// leader that may have died race their call against this.
+    pub async fn leader_changed(&self, from: Option<u64>) {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if rx.borrow_and_update().current_leader != from {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Handles a message another manager's transport delivered; returns the answer to
     /// send back. Never fails: errors are encoded in the answer.
     pub async fn handle_message(&self, message: Vec<u8>) -> Vec<u8> {
