@@ -34,12 +34,18 @@ use crate::format;
 #[derive(Clone)]
 pub struct AppState {
     engine: Engine,
+    swarm: shoal_cluster::Swarm,
 }
 
 impl AppState {
-    /// Wraps the engine.
-    pub fn new(engine: Engine) -> AppState {
-        AppState { engine }
+    /// Wraps the engine and the swarm membership.
+    pub fn new(engine: Engine, swarm: shoal_cluster::Swarm) -> AppState {
+        AppState { engine, swarm }
+    }
+
+    /// This node's swarm membership.
+    pub fn swarm(&self) -> &shoal_cluster::Swarm {
+        &self.swarm
     }
 }
 
@@ -79,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/volumes/create", post(volume_create))
         .route("/volumes/prune", post(volumes_prune))
         .route("/volumes/{name}", get(volume_inspect).delete(volume_remove))
+        .merge(crate::api_swarm::routes())
         .with_state(state)
 }
 
@@ -87,6 +94,13 @@ pub fn router(state: AppState) -> Router {
 /// An API error: a status and Docker's `{"message": …}` body.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    /// An error with a status and Docker's message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError(status, message.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -217,9 +231,47 @@ async fn info(State(s): State<AppState>) -> Json<Value> {
     let mut v = serde_json::to_value(s.engine.info()).unwrap_or_else(|_| json!({}));
     if let Some(o) = v.as_object_mut() {
         o.insert("ServerVersion".into(), json!(env!("CARGO_PKG_VERSION")));
-        o.insert("Swarm".into(), json!({ "LocalNodeState": "inactive" }));
+        o.insert("Swarm".into(), swarm_info(&s.swarm));
     }
     Json(v)
+}
+
+/// Docker's `Swarm` object of `info`.
+fn swarm_info(swarm: &shoal_cluster::Swarm) -> Value {
+    let i = swarm.info();
+    let mut v = json!({
+        "LocalNodeState": i.local_node_state,
+        "NodeID": i.node_id,
+        "NodeAddr": i.node_addr,
+        "ControlAvailable": i.control_available,
+        "Error": i.error,
+        "RemoteManagers": i.remote_managers,
+    });
+    if let Some(c) = &i.cluster {
+        v["Managers"] = json!(c.managers);
+        v["Nodes"] = json!(c.nodes);
+        v["Cluster"] = json!({
+            "ID": c.id,
+            "Spec": crate::api_swarm::spec_json(&c.spec),
+            "DefaultAddrPool": c.default_addr_pool,
+            "SubnetSize": c.subnet_size,
+            "RootRotationInProgress": c.root_rotation_in_progress,
+            "CAExpiry": c.ca_expiry.map(|t| shoal_runtime::model::api_time(&t)),
+        });
+    }
+    if let Ok(m) = swarm.manager() {
+        let st = m.store().status();
+        v["Raft"] = json!({
+            "State": format!("{:?}", st.state),
+            "Term": st.term,
+            "Leader": st.leader,
+            "LastLogIndex": st.last_log_index,
+            "LastApplied": st.last_applied,
+            "SnapshotIndex": st.snapshot_index,
+            "PurgedIndex": st.purged_index,
+        });
+    }
+    v
 }
 
 // ----- containers ------------------------------------------------------------------------
@@ -230,7 +282,7 @@ struct ListQuery {
     all: Option<String>,
 }
 
-fn truthy(v: &Option<String>) -> bool {
+pub(crate) fn truthy(v: &Option<String>) -> bool {
     matches!(
         v.as_deref(),
         Some("1") | Some("true") | Some("True") | Some("yes")

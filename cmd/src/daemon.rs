@@ -85,7 +85,10 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     // The ready line tests and init scripts wait for.
     eprintln!("shoal daemon ready on unix://{}", socket.display());
 
-    let app = api::router(api::AppState::new(engine.clone()));
+    let swarm = shoal_cluster::Swarm::open(&data_dir, engine.clone())
+        .await
+        .context("cannot resume this node's swarm membership")?;
+    let app = api::router(api::AppState::new(engine.clone(), swarm.clone()));
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -100,6 +103,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         .await
         .context("API server failed")?;
     let _ = fs::remove_file(&socket);
+    swarm.shutdown().await;
     engine.runtime.release_cgroup_parent();
     drop(lock);
     Ok(())

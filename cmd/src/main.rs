@@ -1,6 +1,7 @@
 //! `shoal`: the CLI, the daemon, and the helper processes, in one binary.
 
 mod api;
+mod api_swarm;
 mod cli;
 mod client;
 mod commands;

@@ -19,8 +19,7 @@ const NODE_HEADERS: &[(&str, &str)] = &[
     ("TLSStatus", "TLS STATUS"),
 ];
 
-const NODE_TABLE: &str =
-    "table {{.ID}}\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}";
+const NODE_TABLE: &str = "table {{.ID}}\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}";
 
 fn title(s: &str) -> String {
     let mut c = s.chars();
@@ -47,10 +46,14 @@ fn row(n: &Value) -> Value {
 }
 
 fn matches(n: &Value, f: &str) -> Result<bool> {
-    let (k, v) = f.split_once('=').ok_or_else(|| anyhow!("bad format of filter (expected name=value)"))?;
+    let (k, v) = f
+        .split_once('=')
+        .ok_or_else(|| anyhow!("bad format of filter (expected name=value)"))?;
     Ok(match k {
         "id" => n["ID"].as_str().is_some_and(|i| i.starts_with(v)),
-        "name" => n["Description"]["Hostname"].as_str().is_some_and(|h| h.contains(v)),
+        "name" => n["Description"]["Hostname"]
+            .as_str()
+            .is_some_and(|h| h.contains(v)),
         "role" => n["Spec"]["Role"].as_str() == Some(v),
         "membership" => v == "accepted",
         other => return Err(anyhow!("invalid filter '{other}'")),
@@ -89,31 +92,64 @@ fn pretty(n: &Value) -> String {
             o.push_str(&format!(" - {k}={}\n", v.as_str().unwrap_or_default()));
         }
     }
-    o.push_str(&format!("Hostname:\t\t{}\n", s(&n["Description"]["Hostname"])));
+    o.push_str(&format!(
+        "Hostname:\t\t{}\n",
+        s(&n["Description"]["Hostname"])
+    ));
     o.push_str(&format!("Joined at:\t\t{}\n", s(&n["CreatedAt"])));
     o.push_str("Status:\n");
-    o.push_str(&format!(" State:\t\t\t{}\n", title(&s(&n["Status"]["State"]))));
+    o.push_str(&format!(
+        " State:\t\t\t{}\n",
+        title(&s(&n["Status"]["State"]))
+    ));
     if let Some(m) = n["Status"]["Message"].as_str().filter(|m| !m.is_empty()) {
         o.push_str(&format!(" Message:\t\t{m}\n"));
     }
-    o.push_str(&format!(" Availability:\t\t{}\n", title(&s(&n["Spec"]["Availability"]))));
+    o.push_str(&format!(
+        " Availability:\t\t{}\n",
+        title(&s(&n["Spec"]["Availability"]))
+    ));
     o.push_str(&format!(" Address:\t\t{}\n", s(&n["Status"]["Addr"])));
     if n["ManagerStatus"].is_object() {
         o.push_str("Manager Status:\n");
-        o.push_str(&format!(" Address:\t\t{}\n", s(&n["ManagerStatus"]["Addr"])));
-        o.push_str(&format!(" Raft Status:\t\t{}\n", title(&s(&n["ManagerStatus"]["Reachability"]))));
-        let leader = if n["ManagerStatus"]["Leader"].as_bool() == Some(true) { "Yes" } else { "No" };
+        o.push_str(&format!(
+            " Address:\t\t{}\n",
+            s(&n["ManagerStatus"]["Addr"])
+        ));
+        o.push_str(&format!(
+            " Raft Status:\t\t{}\n",
+            title(&s(&n["ManagerStatus"]["Reachability"]))
+        ));
+        let leader = if n["ManagerStatus"]["Leader"].as_bool() == Some(true) {
+            "Yes"
+        } else {
+            "No"
+        };
         o.push_str(&format!(" Leader:\t\t{leader}\n"));
     }
     o.push_str("Platform:\n");
-    o.push_str(&format!(" Operating System:\t{}\n", s(&n["Description"]["Platform"]["OS"])));
-    o.push_str(&format!(" Architecture:\t\t{}\n", s(&n["Description"]["Platform"]["Architecture"])));
+    o.push_str(&format!(
+        " Operating System:\t{}\n",
+        s(&n["Description"]["Platform"]["OS"])
+    ));
+    o.push_str(&format!(
+        " Architecture:\t\t{}\n",
+        s(&n["Description"]["Platform"]["Architecture"])
+    ));
     o.push_str("Resources:\n");
-    let cpus = n["Description"]["Resources"]["NanoCPUs"].as_f64().unwrap_or(0.0) / 1e9;
+    let cpus = n["Description"]["Resources"]["NanoCPUs"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9;
     o.push_str(&format!(" CPUs:\t\t\t{cpus}\n"));
-    let mem = n["Description"]["Resources"]["MemoryBytes"].as_f64().unwrap_or(0.0);
+    let mem = n["Description"]["Resources"]["MemoryBytes"]
+        .as_f64()
+        .unwrap_or(0.0);
     o.push_str(&format!(" Memory:\t\t{}\n", format::bytes_size(mem)));
-    o.push_str(&format!("Engine Version:\t\t{}\n", s(&n["Description"]["Engine"]["EngineVersion"])));
+    o.push_str(&format!(
+        "Engine Version:\t\t{}\n",
+        s(&n["Description"]["Engine"]["EngineVersion"])
+    ));
     if let Some(t) = n["Description"]["TLSInfo"]["CertExpiry"].as_str() {
         o.push_str(&format!("TLS Info:\n Certificate Expiry:\t{t}\n"));
     }
@@ -152,14 +188,21 @@ pub async fn inspect(c: &Client, a: NodeInspectArgs) -> Result<i32> {
     Ok(i32::from(failed))
 }
 
-async fn update_spec(c: &Client, node: &str, f: impl FnOnce(&mut Value) -> Result<()>) -> Result<()> {
+async fn update_spec(
+    c: &Client,
+    node: &str,
+    f: impl FnOnce(&mut Value) -> Result<()>,
+) -> Result<()> {
     let n: Value = c.get(&format!("/nodes/{}", q(node))).await?;
     let version = n["Version"]["Index"].as_u64().unwrap_or(0);
     let mut spec = n["Spec"].clone();
     f(&mut spec)?;
     let id = n["ID"].as_str().unwrap_or(node).to_owned();
-    c.post::<Value, _>(&format!("/nodes/{}/update?version={version}", q(&id)), &spec)
-        .await?;
+    c.post::<Value, _>(
+        &format!("/nodes/{}/update?version={version}", q(&id)),
+        &spec,
+    )
+    .await?;
     Ok(())
 }
 
@@ -168,7 +211,9 @@ pub async fn update(c: &Client, a: NodeUpdateArgs) -> Result<i32> {
     update_spec(c, &a.node, |spec| {
         if let Some(av) = &a.availability {
             if !["active", "pause", "drain"].contains(&av.as_str()) {
-                return Err(anyhow!("invalid availability {av:?}: want active, pause or drain"));
+                return Err(anyhow!(
+                    "invalid availability {av:?}: want active, pause or drain"
+                ));
             }
             spec["Availability"] = json!(av);
         }
@@ -186,10 +231,11 @@ pub async fn update(c: &Client, a: NodeUpdateArgs) -> Result<i32> {
             spec["Labels"][k] = json!(v);
         }
         for k in &a.label_rm {
-            if let Some(o) = spec["Labels"].as_object_mut() {
-                if o.remove(k).is_none() {
-                    return Err(anyhow!("key {k} doesn't exist in node's labels"));
-                }
+            // Labels was made an object above.
+            if let Some(o) = spec["Labels"].as_object_mut()
+                && o.remove(k).is_none()
+            {
+                return Err(anyhow!("key {k} doesn't exist in node's labels"));
             }
         }
         Ok(())

@@ -6,12 +6,16 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use serde_json::{Value, json};
 
-use crate::cli::{JoinTokenArgs, SwarmCaArgs, SwarmInitArgs, SwarmJoinArgs, SwarmLeaveArgs, SwarmUpdateArgs, UnlockKeyArgs};
+use crate::cli::{
+    JoinTokenArgs, SwarmCaArgs, SwarmInitArgs, SwarmJoinArgs, SwarmLeaveArgs, SwarmUpdateArgs,
+    UnlockKeyArgs,
+};
 use crate::client::Client;
 
 /// Go-style durations (`5s`, `2160h`, `1h30m`, `500ms`) in nanoseconds.
 pub fn parse_duration_ns(flag: &str, v: &str) -> Result<i64> {
-    let d = humantime::parse_duration(v).map_err(|e| anyhow!("invalid argument {v:?} for \"--{flag}\" flag: {e}"))?;
+    let d = humantime::parse_duration(v)
+        .map_err(|e| anyhow!("invalid argument {v:?} for \"--{flag}\" flag: {e}"))?;
     Ok(d.as_nanos().min(i64::MAX as u128) as i64)
 }
 
@@ -68,7 +72,9 @@ pub async fn init(c: &Client, a: SwarmInitArgs) -> Result<i32> {
     let node_id = r["NodeID"].as_str().unwrap_or_default();
     println!("Swarm initialized: current node ({node_id}) is now a manager.\n");
     println!("{}", join_instructions(c, "worker").await?);
-    println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n");
+    println!(
+        "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n"
+    );
     if let Some(k) = r["UnlockKey"].as_str().filter(|k| !k.is_empty()) {
         println!("{}", unlock_text(k));
     }
@@ -105,16 +111,27 @@ pub async fn join_token(c: &Client, a: JoinTokenArgs) -> Result<i32> {
     if a.rotate {
         let sw: Value = c.get("/swarm").await?;
         let version = sw["Version"]["Index"].as_u64().unwrap_or(0);
-        let flag = if a.role == "worker" { "rotateWorkerToken" } else { "rotateManagerToken" };
-        c.post::<Value, _>(&format!("/swarm/update?version={version}&{flag}=true"), &Value::Null)
-            .await?;
+        let flag = if a.role == "worker" {
+            "rotateWorkerToken"
+        } else {
+            "rotateManagerToken"
+        };
+        c.post::<Value, _>(
+            &format!("/swarm/update?version={version}&{flag}=true"),
+            &Value::Null,
+        )
+        .await?;
         if !a.quiet {
             println!("Successfully rotated {} join token.\n", a.role);
         }
     }
     if a.quiet {
         let sw: Value = c.get("/swarm").await?;
-        let key = if a.role == "worker" { "Worker" } else { "Manager" };
+        let key = if a.role == "worker" {
+            "Worker"
+        } else {
+            "Manager"
+        };
         println!("{}", sw["JoinTokens"][key].as_str().unwrap_or_default());
     } else {
         println!("{}", join_instructions(c, &a.role).await?);
@@ -124,8 +141,11 @@ pub async fn join_token(c: &Client, a: JoinTokenArgs) -> Result<i32> {
 
 /// `swarm leave`.
 pub async fn leave(c: &Client, a: SwarmLeaveArgs) -> Result<i32> {
-    c.post::<Value, _>(&format!("/swarm/leave?force={}", u8::from(a.force)), &Value::Null)
-        .await?;
+    c.post::<Value, _>(
+        &format!("/swarm/leave?force={}", u8::from(a.force)),
+        &Value::Null,
+    )
+    .await?;
     println!("Node left the swarm.");
     Ok(0)
 }
@@ -142,7 +162,8 @@ pub async fn update(c: &Client, a: SwarmUpdateArgs) -> Result<i32> {
         spec["CAConfig"]["NodeCertExpiry"] = json!(parse_duration_ns("cert-expiry", v)?);
     }
     if let Some(v) = &a.dispatcher_heartbeat {
-        spec["Dispatcher"]["HeartbeatPeriod"] = json!(parse_duration_ns("dispatcher-heartbeat", v)?);
+        spec["Dispatcher"]["HeartbeatPeriod"] =
+            json!(parse_duration_ns("dispatcher-heartbeat", v)?);
     }
     if let Some(v) = a.task_history_limit {
         spec["Orchestration"]["TaskHistoryRetentionLimit"] = json!(v);
@@ -153,7 +174,9 @@ pub async fn update(c: &Client, a: SwarmUpdateArgs) -> Result<i32> {
     if let Some(v) = a.max_snapshots {
         spec["Raft"]["KeepOldSnapshots"] = json!(v);
     }
-    let r: Value = c.post(&format!("/swarm/update?version={version}"), &spec).await?;
+    let r: Value = c
+        .post(&format!("/swarm/update?version={version}"), &spec)
+        .await?;
     println!("Swarm updated.");
     if let Some(k) = r["UnlockKey"].as_str().filter(|k| !k.is_empty()) {
         println!("{}", unlock_text(k));
@@ -170,7 +193,8 @@ pub async fn unlock(c: &Client) -> Result<i32> {
     }
     let mut key = String::new();
     stdin.lock().read_line(&mut key)?;
-    c.post::<Value, _>("/swarm/unlock", &json!({ "UnlockKey": key.trim() })).await?;
+    c.post::<Value, _>("/swarm/unlock", &json!({ "UnlockKey": key.trim() }))
+        .await?;
     Ok(0)
 }
 
@@ -179,8 +203,11 @@ pub async fn unlock_key(c: &Client, a: UnlockKeyArgs) -> Result<i32> {
     if a.rotate {
         let sw: Value = c.get("/swarm").await?;
         let version = sw["Version"]["Index"].as_u64().unwrap_or(0);
-        c.post::<Value, _>(&format!("/swarm/update?version={version}&rotateManagerUnlockKey=true"), &Value::Null)
-            .await?;
+        c.post::<Value, _>(
+            &format!("/swarm/update?version={version}&rotateManagerUnlockKey=true"),
+            &Value::Null,
+        )
+        .await?;
         if !a.quiet {
             println!("Successfully rotated manager unlock key.\n");
         }
@@ -208,7 +235,9 @@ pub async fn ca(c: &Client, a: SwarmCaArgs) -> Result<i32> {
                     break;
                 }
                 if std::time::Instant::now() > deadline {
-                    bail!("the root rotation did not converge in 5 minutes (it continues in the background)");
+                    bail!(
+                        "the root rotation did not converge in 5 minutes (it continues in the background)"
+                    );
                 }
                 if !a.quiet {
                     eprint!("\rrotating CA: waiting for every node to get a new certificate…");

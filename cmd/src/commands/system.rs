@@ -252,8 +252,14 @@ fn print_swarm(sw: &Value) {
             s(&spec["Orchestration"]["TaskHistoryRetentionLimit"])
         );
         println!("  Raft:");
-        println!("   Snapshot Interval: {}", s(&spec["Raft"]["SnapshotInterval"]));
-        println!("   Number of Old Snapshots to Retain: {}", s(&spec["Raft"]["KeepOldSnapshots"]));
+        println!(
+            "   Snapshot Interval: {}",
+            s(&spec["Raft"]["SnapshotInterval"])
+        );
+        println!(
+            "   Number of Old Snapshots to Retain: {}",
+            s(&spec["Raft"]["KeepOldSnapshots"])
+        );
         println!("   Heartbeat Tick: {}", s(&spec["Raft"]["HeartbeatTick"]));
         println!("   Election Tick: {}", s(&spec["Raft"]["ElectionTick"]));
         let dur = |v: &Value| {
@@ -261,15 +267,23 @@ fn print_swarm(sw: &Value) {
             format::human_duration(chrono::TimeDelta::nanoseconds(ns))
         };
         println!("  Dispatcher:");
-        println!("   Heartbeat Period: {}", dur(&spec["Dispatcher"]["HeartbeatPeriod"]));
+        println!(
+            "   Heartbeat Period: {}",
+            dur(&spec["Dispatcher"]["HeartbeatPeriod"])
+        );
         println!("  CA Configuration:");
-        println!("   Expiry Duration: {}", dur(&spec["CAConfig"]["NodeCertExpiry"]));
+        println!(
+            "   Expiry Duration: {}",
+            dur(&spec["CAConfig"]["NodeCertExpiry"])
+        );
         if let Some(e) = c["CAExpiry"].as_str() {
             println!("   Root CA Expiry: {e}");
         }
         println!(
             "  Autolock Managers: {}",
-            spec["EncryptionConfig"]["AutoLockManagers"].as_bool().unwrap_or(false)
+            spec["EncryptionConfig"]["AutoLockManagers"]
+                .as_bool()
+                .unwrap_or(false)
         );
         println!(
             "  Root Rotation In Progress: {}",
