@@ -33,6 +33,8 @@ async fn run(member: Arc<Member>) {
     let mut next = 0usize;
     let mut preferred: Option<String> = None;
     let mut wait = Duration::from_millis(10);
+    // The dispatcher's period, as last heard (the default until then).
+    let mut period = Duration::from_secs(5);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -53,9 +55,13 @@ async fn run(member: Arc<Member>) {
             wait = Duration::from_secs(1);
             continue;
         };
-        match beat(&member, &target).await {
+        // A dead manager answers nothing: give up on it well within the three periods
+        // after which the (new) leader would mark this node Down.
+        let timeout = period.clamp(Duration::from_millis(500), Duration::from_secs(2));
+        match beat(&member, &target, timeout).await {
             Ok(resp) => {
-                wait = Duration::from_millis(resp.period_ms.max(100));
+                period = Duration::from_millis(resp.period_ms.max(100));
+                wait = period;
                 if let Err(e) = act(&member, &resp).await {
                     tracing::warn!(error = %e, "cannot apply the dispatcher's instructions");
                     wait = wait.min(Duration::from_secs(1));
@@ -78,13 +84,17 @@ async fn run(member: Arc<Member>) {
             Err(e) => {
                 tracing::debug!(manager = %target, error = %e, "heartbeat failed; trying another manager");
                 next = next.wrapping_add(1);
-                wait = Duration::from_millis(500);
+                wait = Duration::from_millis(100);
             }
         }
     }
 }
 
-async fn beat(member: &Arc<Member>, target: &str) -> Result<HeartbeatResponse, SwarmError> {
+async fn beat(
+    member: &Arc<Member>,
+    target: &str,
+    timeout: Duration,
+) -> Result<HeartbeatResponse, SwarmError> {
     let state = member.state.read().map(|s| s.clone()).unwrap_or_default();
     let tls = member.tls();
     let req = HeartbeatRequest {
@@ -98,11 +108,25 @@ async fn beat(member: &Arc<Member>, target: &str) -> Result<HeartbeatResponse, S
         .parse()
         .map_err(|_| SwarmError::InvalidArgument(format!("invalid manager address {target}")))?;
     let body = serde_json::to_vec(&req).map_err(|e| SwarmError::Internal(e.to_string()))?;
-    let out = member
-        .endpoint
-        .call(addr, pki::MANAGER_SERVER_NAME, method::HEARTBEAT, body)
-        .await
-        .map_err(SwarmError::Transport)?;
+    // The deadline covers dialling too (a new connection to a dead manager).
+    let call = member.endpoint.call_with_timeout(
+        addr,
+        pki::MANAGER_SERVER_NAME,
+        method::HEARTBEAT,
+        body,
+        timeout,
+    );
+    let out = match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r.map_err(SwarmError::Transport)?,
+        Err(_) => {
+            return Err(SwarmError::Transport(TransportError::Timeout {
+                addr,
+                method: method::HEARTBEAT.to_owned(),
+                phase: "heartbeat",
+                after: timeout,
+            }));
+        }
+    };
     serde_json::from_slice(&out).map_err(|e| SwarmError::Internal(e.to_string()))
 }
 

@@ -113,7 +113,7 @@ impl Manager {
             tasks: Mutex::new(Vec::new()),
         });
         let bg = tokio::spawn(crate::dispatcher::leader_loop(Arc::downgrade(&mgr)));
-        let locker = tokio::spawn(autolock_loop(Arc::downgrade(&mgr)));
+        let locker = tokio::spawn(cluster_settings_loop(Arc::downgrade(&mgr)));
         if let Ok(mut t) = mgr.tasks.lock() {
             t.push(bg);
             t.push(locker);
@@ -223,12 +223,12 @@ impl Manager {
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(StoreError::NotLeader { .. }) | Err(StoreError::NoQuorum)
-                    if Instant::now() < deadline =>
-                {
+                // The store already waited out an election: no quorum is the answer.
+                Err(StoreError::NoQuorum) => return Err(SwarmError::NoQuorum),
+                Err(StoreError::NotLeader { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(StoreError::NotLeader { .. }) | Err(StoreError::NoQuorum) => {
+                Err(StoreError::NotLeader { .. }) => {
                     return Err(SwarmError::NoQuorum);
                 }
                 Err(e) => return Err(e.into()),
@@ -978,7 +978,9 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, RemoteError> {
 
 /// Keeps this manager's key store in line with the cluster's autolock setting: with
 /// autolock the key-encryption key is the cluster's unlock key and is not kept on disk.
-async fn autolock_loop(mgr: Weak<Manager>) {
+/// Applies the cluster spec's settings that live on each manager (autolock of the keys,
+/// snapshot interval) whenever the store changes, and every few seconds.
+async fn cluster_settings_loop(mgr: Weak<Manager>) {
     let Some(m0) = mgr.upgrade() else { return };
     let mut events = m0.store.subscribe();
     drop(m0);
@@ -986,6 +988,11 @@ async fn autolock_loop(mgr: Weak<Manager>) {
         let Some(mgr) = mgr.upgrade() else { return };
         if let Err(e) = reconcile_autolock(&mgr) {
             tracing::warn!(error = %e, "cannot apply the autolock setting");
+        }
+        if let Ok(c) = mgr.cluster() {
+            let r = &c.spec.raft;
+            mgr.store
+                .set_snapshot_policy(r.snapshot_interval, r.log_entries_for_slow_followers);
         }
         drop(mgr);
         if let Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) =

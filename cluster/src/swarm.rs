@@ -450,7 +450,7 @@ impl Swarm {
                     ))
                 })?;
                 (
-                    Endpoint::bind(listen, Some(tls.material()?), router.clone())?,
+                    bind_endpoint(listen, || Ok(Some(tls.material()?)), router.clone()).await?,
                     router,
                 )
             }
@@ -494,7 +494,7 @@ impl Swarm {
         let router = Arc::new(Router {
             member: OnceLock::new(),
         });
-        let tmp = Endpoint::bind(listen, None, router.clone())?;
+        let tmp = bind_endpoint(listen, || Ok(None), router.clone()).await?;
         let advertise_guess = advertise_addr(&opts.advertise_addr, listen)?;
         let req = JoinRequest {
             token: opts.token.clone(),
@@ -661,6 +661,8 @@ impl Swarm {
         };
         if let Some(m) = running {
             m.shutdown().await;
+            // Drop it, so its endpoint lets go of the port.
+            *lock_mut(&self.inner.phase) = Phase::Inactive;
         }
         let kek = match KeyStore::clear_kek(&paths.keys_dir())? {
             Some(k) => k,
@@ -808,6 +810,28 @@ impl Member {
         self.shutdown().await;
         let _ = inner.paths.wipe();
         *lock_mut(&inner.phase) = Phase::Inactive;
+    }
+}
+
+/// Binds the node endpoint, waiting a little while the port is still held by an endpoint
+/// of this process that is going away (leave then join, force-new-cluster): quinn releases
+/// the socket once its last handle and connection are gone.
+async fn bind_endpoint(
+    listen: SocketAddr,
+    tls: impl Fn() -> Result<Option<TlsMaterial>, SwarmError>,
+    router: Arc<Router>,
+) -> Result<Endpoint, SwarmError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Endpoint::bind(listen, tls()?, router.clone()) {
+            Err(TransportError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

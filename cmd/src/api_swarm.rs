@@ -98,6 +98,9 @@ fn spec_from_json(v: &Value, base: &ClusterSpec) -> ClusterSpec {
     if let Some(n) = v["Raft"]["KeepOldSnapshots"].as_u64() {
         s.raft.keep_old_snapshots = n;
     }
+    if let Some(n) = v["Raft"]["LogEntriesForSlowFollowers"].as_u64() {
+        s.raft.log_entries_for_slow_followers = n;
+    }
     if let Some(d) = dur(&v["Dispatcher"]["HeartbeatPeriod"]) {
         s.dispatcher.heartbeat_period = d;
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -184,6 +184,16 @@ struct Inner {
     /// One membership change at a time.
     membership: tokio::sync::Mutex<()>,
     closed: AtomicBool,
+    /// Entries between snapshots and entries kept after one; `snapshot_policy_loop`
+    /// reads them.
+    policy: Arc<SnapshotPolicyKnobs>,
+}
+
+/// The snapshot settings that can change while the store runs.
+#[derive(Debug)]
+struct SnapshotPolicyKnobs {
+    interval: AtomicU64,
+    keep: AtomicU64,
 }
 
 /// The replicated store of one manager. Cheap to clone.
@@ -218,8 +228,11 @@ fn raft_config(cfg: &StoreConfig) -> Result<openraft::Config, StoreError> {
         // Per snapshot chunk; generous for slow links.
         install_snapshot_timeout: 10_000,
         snapshot_max_chunk_size: 1 << 20,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_interval.max(1)),
-        max_in_snapshot_log_to_keep: cfg.log_entries_for_slow_followers,
+        // Snapshots are triggered by `snapshot_policy_loop`, so the interval can follow
+        // the cluster spec (`swarm update --snapshot-interval`) without a restart.
+        snapshot_policy: SnapshotPolicy::Never,
+        // Purging is `snapshot_policy_loop`'s too (the count follows the cluster spec).
+        max_in_snapshot_log_to_keep: u64::MAX,
         ..openraft::Config::default()
     };
     config.validate().map_err(|e| StoreError::Config {
@@ -248,6 +261,62 @@ async fn open_db(dir: &Path, dek: DataKey) -> Result<Db, StoreError> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             other => return Ok(other?),
+        }
+    }
+}
+
+/// Builds a snapshot each time `interval` entries were applied since the last one (what
+/// openraft's `LogsSinceLast` policy does, with settings that can change at run time),
+/// then purges the log up to `keep` entries before the snapshot (openraft still holds
+/// back entries a follower is being sent). Ends when Raft shuts down.
+async fn snapshot_policy_loop(raft: Raft, policy: Arc<SnapshotPolicyKnobs>) {
+    let mut rx = raft.metrics();
+    // The applied index a snapshot was last asked for: no second request until it exists.
+    let mut requested: Option<u64> = None;
+    let mut purge_requested = 0;
+    loop {
+        let (applied, snapshot, purged) = {
+            let m = rx.borrow_and_update();
+            (
+                m.last_applied.map(|l| l.index).unwrap_or(0),
+                m.snapshot.map(|l| l.index),
+                m.purged.map(|l| l.index),
+            )
+        };
+        let snapshot_index = snapshot.unwrap_or(0);
+        if requested.is_some_and(|r| snapshot_index >= r) {
+            requested = None;
+        }
+        let every = policy.interval.load(Ordering::Acquire).max(1);
+        if requested.is_none() && applied.saturating_sub(snapshot_index) >= every {
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+            requested = Some(applied);
+        }
+        if let Some(s) = snapshot {
+            let keep = policy.keep.load(Ordering::Acquire);
+            // Log indexes start at 0 in openraft (index 0 is the initial membership).
+            let upto = s.checked_sub(keep);
+            if let Some(upto) = upto
+                && purged.is_none_or(|p| upto > p)
+                && (purge_requested == 0 || upto > purge_requested)
+            {
+                if raft.trigger().purge_log(upto).await.is_err() {
+                    return;
+                }
+                purge_requested = upto;
+            }
+        }
+        let changed = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+        if let Ok(Err(_)) = changed {
+            return;
+        }
+        if changed.is_err() {
+            // No progress for a while: a request may have been dropped (e.g. leadership
+            // changed while building): ask again.
+            requested = None;
+            purge_requested = 0;
         }
     }
 }
@@ -283,6 +352,11 @@ impl Store {
             reason: e.to_string(),
         })?;
         tracing::info!(raft_id = cfg.raft_id, addr = %cfg.addr, dir = %cfg.dir.display(), initialized, "store opened");
+        let policy = Arc::new(SnapshotPolicyKnobs {
+            interval: AtomicU64::new(cfg.snapshot_interval.max(1)),
+            keep: AtomicU64::new(cfg.log_entries_for_slow_followers),
+        });
+        tokio::spawn(snapshot_policy_loop(raft.clone(), policy.clone()));
         Ok(Store {
             inner: Arc::new(Inner {
                 raft,
@@ -292,8 +366,26 @@ impl Store {
                 db_closed,
                 membership: tokio::sync::Mutex::new(()),
                 closed: AtomicBool::new(false),
+                policy,
             }),
         })
+    }
+
+    /// Sets the entries between snapshots and the entries kept in the log after one for
+    /// slow followers (the cluster spec's `Raft.SnapshotInterval` and
+    /// `Raft.LogEntriesForSlowFollowers`); takes effect at once.
+    pub fn set_snapshot_policy(&self, interval: u64, keep: u64) {
+        let p = &self.inner.policy;
+        let old_interval = p.interval.swap(interval.max(1), Ordering::AcqRel);
+        let old_keep = p.keep.swap(keep, Ordering::AcqRel);
+        if old_interval != interval.max(1) || old_keep != keep {
+            tracing::info!(
+                raft_id = self.id(),
+                interval,
+                keep,
+                "snapshot policy changed"
+            );
+        }
     }
 
     fn id(&self) -> u64 {
@@ -418,6 +510,37 @@ impl Store {
 
     /// Waits until a leader is known: Ok if it is this manager, `NotLeader` if another,
     /// `NoQuorum` at the deadline.
+    /// How long one election may take: a follower stands after at most twice the maximum
+    /// election timeout, plus timer slack.
+    fn election_window(&self) -> Duration {
+        (self.inner.cfg.election_timeout.1 * 3).max(Duration::from_millis(1500))
+    }
+
+    /// Whether a leader's last acknowledgement from a quorum is too old for it to still
+    /// have one (heartbeats go out every `heartbeat`; a few may be lost).
+    fn quorum_stale(&self, millis_since_ack: Option<u64>) -> bool {
+        let limit = (self.inner.cfg.election_timeout.1 * 2).max(Duration::from_secs(1));
+        millis_since_ack.is_some_and(|a| Duration::from_millis(a) > limit)
+    }
+
+    /// Returns once this manager leads without a recent quorum acknowledgement (it was cut
+    /// off); pending otherwise. Raft reports its metrics at least every tick.
+    async fn quorum_lost(&self) {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.state == ServerState::Leader && self.quorum_stale(m.millis_since_quorum_ack) {
+                    return;
+                }
+            }
+            if rx.changed().await.is_err() {
+                // Raft stopped: the write itself reports that.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     async fn ensure_leader(&self, deadline: Instant, started: Instant) -> Result<(), StoreError> {
         let mut rx = self.inner.raft.metrics();
         loop {
@@ -437,6 +560,14 @@ impl Store {
                     Some(Err(StoreError::NotInCluster { raft_id: self.id() }))
                 } else {
                     match m.current_leader {
+                        // A leader cut off from its quorum cannot commit: say so now.
+                        Some(l)
+                            if l == self.id()
+                                && m.state == ServerState::Leader
+                                && self.quorum_stale(m.millis_since_quorum_ack) =>
+                        {
+                            Some(Err(StoreError::NoQuorum))
+                        }
                         Some(l) if l == self.id() && m.state == ServerState::Leader => Some(Ok(())),
                         Some(l) if l != self.id() => {
                             let addr = m
@@ -478,8 +609,19 @@ impl Store {
         }
         let started = Instant::now();
         let deadline = started + self.inner.cfg.propose_timeout;
-        self.ensure_leader(deadline, started).await?;
-        match tokio::time::timeout_at(deadline, self.inner.raft.client_write(p)).await {
+        // Without a leader, wait out one election (a dead leader is replaced within
+        // ~1.4 s with the defaults), not the whole proposal timeout.
+        let leaderless = started + self.election_window();
+        self.ensure_leader(deadline.min(leaderless), started)
+            .await?;
+        let write = tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.inner.raft.client_write(p)) => r,
+            () = self.quorum_lost() => {
+                tracing::warn!(raft_id = self.id(), waited = ?started.elapsed(), "leader lost its quorum: proposal refused");
+                return Err(StoreError::NoQuorum);
+            }
+        };
+        match write {
             Err(_) => {
                 tracing::warn!(
                     raft_id = self.id(),

@@ -237,6 +237,66 @@ impl Daemon {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// Runs the CLI with `input` on its standard input (`swarm unlock` reads the key there).
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = match self
+            .cli()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot run {} {args:?}: {e}", self.bin.display()),
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            // A CLI that exits without reading is fine: its output says why.
+            let _ = stdin.write_all(input.as_bytes());
+        }
+        match child.wait_with_output() {
+            Ok(o) => o,
+            Err(e) => panic!("cannot wait for {} {args:?}: {e}", self.bin.display()),
+        }
+    }
+
+    /// Calls the daemon's HTTP API directly, for what Docker's API offers and its CLI has
+    /// no flag for: returns the status code and the body.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket)
+            .with_context(|| format!("connect to {}", self.socket.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let body = body.unwrap_or("");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: shoal\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, rest) = text
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("no HTTP header in the answer to {method} {path}: {text}"))?;
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("no status in the answer to {method} {path}: {head}"))?;
+        let chunked = head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+        let body = if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_owned()
+        };
+        Ok((status, body))
+    }
+
     /// The last lines of the daemon's log.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -371,4 +431,20 @@ impl Drop for Daemon {
             }
         }
     }
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
 }
