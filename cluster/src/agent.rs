@@ -155,21 +155,27 @@ async fn act(member: &Arc<Member>, resp: &HeartbeatResponse) -> Result<(), Swarm
 }
 
 /// Whether the certificate has passed its renewal point (a random point between 50 % and
-/// 80 % of its lifetime, as Swarm does, so nodes do not all renew at once).
+/// 80 % of its lifetime, as Swarm does, so nodes do not all renew at once). An unreadable
+/// certificate is due.
 fn renewal_due(chain_pem: &str) -> bool {
-    let Ok(id) = pki::identity_of_pem(chain_pem) else {
-        return true;
-    };
     let Ok((not_before, not_after)) = pki::validity_of_pem(chain_pem) else {
         return true;
     };
-    let life = (not_after - not_before).num_seconds().max(1);
     let mut b = [0u8; 1];
+    // Without randomness every node renews at 50 %: still correct.
     let _ = getrandom::fill(&mut b);
-    let fraction = 0.5 + 0.3 * (b[0] as f64 / 255.0);
-    let due = not_before + chrono::Duration::seconds((life as f64 * fraction) as i64);
-    let _ = id;
-    Utc::now() >= due
+    let fraction = 0.5 + 0.3 * (f64::from(b[0]) / 255.0);
+    Utc::now() >= renewal_point(not_before, not_after, fraction)
+}
+
+/// The instant `fraction` of the way through a validity window.
+fn renewal_point(
+    not_before: chrono::DateTime<Utc>,
+    not_after: chrono::DateTime<Utc>,
+    fraction: f64,
+) -> chrono::DateTime<Utc> {
+    let life = (not_after - not_before).num_seconds().max(1);
+    not_before + chrono::Duration::seconds((life as f64 * fraction) as i64)
 }
 
 /// Gets a new certificate for this node (its current cluster role) and installs it.
@@ -281,5 +287,54 @@ async fn change_role(member: &Arc<Member>, resp: &HeartbeatResponse) -> Result<(
             tracing::info!(node = %member.node_id(), "demoted to worker");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{Role as CertRole, RootCa};
+
+    #[test]
+    fn renewal_point_is_the_fraction_of_the_lifetime() {
+        let nb = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let na = nb + chrono::Duration::days(90);
+        assert_eq!(renewal_point(nb, na, 0.5), nb + chrono::Duration::days(45));
+        assert_eq!(renewal_point(nb, na, 0.8), nb + chrono::Duration::days(72));
+    }
+
+    #[test]
+    fn fresh_certificates_are_not_due_and_old_ones_are() {
+        let cluster = pki::new_node_id().unwrap();
+        let node = pki::new_node_id().unwrap();
+        let ca = RootCa::generate(&cluster).unwrap();
+        let key = pki::NodeKey::generate().unwrap();
+        let csr = key.csr(&node).unwrap();
+        let fresh = ca
+            .sign_csr(
+                &csr,
+                &node,
+                CertRole::Worker,
+                &cluster,
+                Duration::from_secs(90 * 86400),
+            )
+            .unwrap();
+        assert!(!renewal_due(&fresh));
+        // Issued 81 days ago for 90 days: past any renewal point (at most 80 %).
+        let now = Utc::now();
+        let old = ca
+            .sign_csr_with_validity(
+                &csr,
+                &node,
+                CertRole::Worker,
+                &cluster,
+                now - chrono::Duration::days(81),
+                now + chrono::Duration::days(9),
+            )
+            .unwrap();
+        assert!(renewal_due(&old));
+        assert!(renewal_due("not a certificate"));
     }
 }

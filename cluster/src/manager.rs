@@ -613,6 +613,9 @@ impl Manager {
         rotate_manager_token: bool,
         rotate_unlock_key: bool,
     ) -> Result<Option<String>, SwarmError> {
+        if let Some(spec) = &spec {
+            validate_spec(spec)?;
+        }
         let mut new_key = None;
         let id = self.cluster_id.clone();
         self.modify::<Cluster, _>(&id, |c| {
@@ -1028,6 +1031,32 @@ fn reconcile_autolock(mgr: &Manager) -> Result<(), SwarmError> {
         }
     } else if shoal_store::crypto::KeyStore::is_locked(&dir) {
         shoal_store::crypto::KeyStore::unlock_permanently(&dir, &current)?;
+    }
+    Ok(())
+}
+
+/// Shortest node certificate validity Swarm accepts.
+const MIN_CERT_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// Checks a cluster spec as Swarm's control API does, before anything is stored.
+pub(crate) fn validate_spec(spec: &ClusterSpec) -> Result<(), SwarmError> {
+    if spec.ca_config.node_cert_expiry < MIN_CERT_EXPIRY {
+        return Err(SwarmError::InvalidArgument(
+            "minimum certificate expiry time is: 1h0m0s".into(),
+        ));
+    }
+    if spec.raft.snapshot_interval == 0 {
+        return Err(SwarmError::InvalidArgument(
+            "the snapshot interval must be at least 1 log entry".into(),
+        ));
+    }
+    if !spec.dispatcher.heartbeat_period.is_zero()
+        && spec.dispatcher.heartbeat_period < Duration::from_millis(100)
+    {
+        return Err(SwarmError::InvalidArgument(format!(
+            "the dispatcher heartbeat period {:?} is too short: at least 100ms",
+            spec.dispatcher.heartbeat_period
+        )));
     }
     Ok(())
 }

@@ -267,6 +267,7 @@ impl Swarm {
         if !matches!(&*lock(&self.inner.phase), Phase::Inactive) || self.inner.paths.exists() {
             return Err(SwarmError::AlreadyInSwarm);
         }
+        crate::manager::validate_spec(&opts.spec)?;
         let listen = parse_addr(&opts.listen_addr, "0.0.0.0")?;
         let advertise = advertise_addr(&opts.advertise_addr, listen)?;
         let node_id = pki::new_node_id()?;

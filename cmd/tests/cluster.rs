@@ -816,6 +816,16 @@ fn promote_demote_and_remove() {
         "{}",
         stderr(&o)
     );
+    // The role change re-issued its certificate as a worker's.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let crt = std::fs::read_to_string(t.daemon(1).data.join("swarm/pki/node.crt"))
+                .unwrap_or_default();
+            shoal_cluster::pki::identity_of_pem(&crt)
+                .is_ok_and(|id| format!("{:?}", id.role) == "Worker")
+        }),
+        "node1 still holds a manager certificate"
+    );
 
     // A worker leaves; once Down it can be removed without --force.
     t.ok(2, &["swarm", "leave"]);
@@ -865,4 +875,81 @@ fn ca_rotation_keeps_the_cluster_up() {
     let ns = nodes(&t, 1);
     assert!(ns.iter().all(|n| n["Status"] == "Ready"), "{ns:?}");
     write_label(&t, 1, "node2", "rotated=yes", 10);
+}
+
+/// Issue 3: `swarm init` / `swarm update` settings: bad values are refused with Swarm's
+/// message and change nothing; good ones show in `info`'s Swarm section.
+#[test]
+fn swarm_settings_are_validated_and_shown() {
+    let mut t = net("settings", 1);
+    start_all(&mut t);
+    let addr = t.addr(0, PORT);
+    let o = t.run(
+        0,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &addr,
+            "--listen-addr",
+            &addr,
+            "--cert-expiry",
+            "30m",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("minimum certificate expiry time is: 1h0m0s"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(info(&t, 0)["Swarm"]["LocalNodeState"], "inactive");
+
+    init(
+        &t,
+        0,
+        &[
+            "--cert-expiry",
+            "48h",
+            "--snapshot-interval",
+            "1234",
+            "--task-history-limit",
+            "3",
+            "--default-addr-pool",
+            "10.20.0.0/16",
+            "--default-addr-pool-mask-length",
+            "26",
+        ],
+    );
+    let text = t.ok(0, &["info"]);
+    for want in [
+        "   Snapshot Interval: 1234",
+        "   Task History Retention Limit: 3",
+        "   Heartbeat Period: 1 second",
+        "   Expiry Duration: 2 days",
+        "  Default Address Pool: 10.20.0.0/16",
+        "  SubnetSize: 26",
+        &format!("   {addr}"),
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    let o = t.run(0, &["swarm", "update", "--cert-expiry", "10m"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("minimum certificate expiry time is: 1h0m0s"),
+        "{}",
+        stderr(&o)
+    );
+    t.ok(0, &["swarm", "update", "--dispatcher-heartbeat", "3s"]);
+    let text = t.ok(0, &["info"]);
+    assert!(text.contains("   Heartbeat Period: 3 seconds"), "{text}");
+    assert!(text.contains("   Expiry Duration: 2 days"), "{text}");
+    // The node certificate follows the configured expiry (48 h, give or take the skew).
+    let crt = std::fs::read_to_string(t.daemon(0).data.join("swarm/pki/node.crt")).unwrap();
+    let (nb, na) = shoal_cluster::pki::validity_of_pem(&crt).unwrap();
+    let hours = (na - nb).num_minutes() as f64 / 60.0;
+    assert!(
+        (47.9..=48.1).contains(&hours),
+        "certificate valid for {hours} h"
+    );
 }
