@@ -300,7 +300,13 @@ impl Manager {
     pub async fn propose(&self, p: Proposal) -> Result<u64, SwarmError> {
         let r = self.leader_op(LeaderOp::Propose(p)).await?;
         match r.outcome {
-            Some(ApplyOutcome::Applied { index }) => Ok(index),
+            Some(ApplyOutcome::Applied { index }) => {
+                // Read your writes: a forwarded write is visible here once we return.
+                if !self.store.wait_applied(index, Duration::from_secs(2)).await {
+                    tracing::debug!(index, "write committed but not applied here yet");
+                }
+                Ok(index)
+            }
             Some(ApplyOutcome::Conflict { kind, id, .. }) => {
                 Err(SwarmError::Conflict(format!("{kind:?} {id}")))
             }
@@ -498,7 +504,7 @@ impl Manager {
             && v != node.meta.version
         {
             return Err(SwarmError::Conflict(format!(
-                "update out of sequence: node {} is at version {}, not {v}",
+                "node {} is at version {}, not {v}",
                 node.id, node.meta.version
             )));
         }
@@ -623,7 +629,7 @@ impl Manager {
                 && v != c.meta.version
             {
                 return Err(SwarmError::Conflict(format!(
-                    "update out of sequence: the swarm is at version {}, not {v}",
+                    "the swarm is at version {}, not {v}",
                     c.meta.version
                 )));
             }

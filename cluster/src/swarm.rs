@@ -24,7 +24,9 @@ use crate::manager::Manager;
 use crate::pki::{self, JoinToken, NodeKey, RootCa};
 use crate::rpc::{self, JoinRequest, JoinResponse, LeaderOp, method};
 use crate::state::{NodeState, SwarmPaths};
-use crate::transport::{Endpoint, Handler, Peer, RemoteError, TlsMaterial, TransportError};
+use crate::transport::{
+    Endpoint, EndpointOptions, Handler, Peer, RemoteError, TlsMaterial, TransportError,
+};
 
 /// Options of `swarm init`.
 #[derive(Clone, Debug, Default)]
@@ -451,7 +453,8 @@ impl Swarm {
                     ))
                 })?;
                 (
-                    bind_endpoint(listen, || Ok(Some(tls.material()?)), router.clone()).await?,
+                    bind_endpoint(listen, || Ok(Some(tls.material()?)), router.clone(), None)
+                        .await?,
                     router,
                 )
             }
@@ -495,7 +498,8 @@ impl Swarm {
         let router = Arc::new(Router {
             member: OnceLock::new(),
         });
-        let tmp = bind_endpoint(listen, || Ok(None), router.clone()).await?;
+        let seed = key.private_key_der().secret_der().to_vec();
+        let tmp = bind_endpoint(listen, || Ok(None), router.clone(), Some(seed)).await?;
         let advertise_guess = advertise_addr(&opts.advertise_addr, listen)?;
         let req = JoinRequest {
             token: opts.token.clone(),
@@ -817,14 +821,23 @@ impl Member {
 /// Binds the node endpoint, waiting a little while the port is still held by an endpoint
 /// of this process that is going away (leave then join, force-new-cluster): quinn releases
 /// the socket once its last handle and connection are gone.
+///
+/// `reset_seed`: for an endpoint bound before it has its certificate (joining), the node
+/// key's DER, so its stateless-reset key is the one every later start derives from the
+/// same key (peers then recognise resets after a restart and redial at once).
 async fn bind_endpoint(
     listen: SocketAddr,
     tls: impl Fn() -> Result<Option<TlsMaterial>, SwarmError>,
     router: Arc<Router>,
+    reset_seed: Option<Vec<u8>>,
 ) -> Result<Endpoint, SwarmError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match Endpoint::bind(listen, tls()?, router.clone()) {
+        let options = EndpointOptions {
+            reset_seed: reset_seed.clone(),
+            ..EndpointOptions::default()
+        };
+        match Endpoint::bind_with_options(listen, tls()?, router.clone(), options) {
             Err(TransportError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::AddrInUse
                     && tokio::time::Instant::now() < deadline =>

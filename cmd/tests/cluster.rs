@@ -953,3 +953,50 @@ fn swarm_settings_are_validated_and_shown() {
         "certificate valid for {hours} h"
     );
 }
+
+/// Issue 3: a manager that joined (its endpoint was bound before it had a certificate) and
+/// restarts is reached again at once: its stateless resets end the leader's connection to
+/// its previous incarnation, instead of the leader waiting for the QUIC idle timeout.
+/// Writes through a follower are visible on that follower when the command returns.
+#[test]
+fn restarted_joined_manager_is_reached_at_once() {
+    let mut t = form("redial", 3, 0, &[]);
+    let l = leader(&t, 0).expect("a leader");
+    let f = (1..3).find(|i| *i != l).expect("a joined follower");
+    let target = format!("node{l}");
+    // Warm the leader's connection to f.
+    write_label(&t, l, &target, "warm=1", 10);
+    t.restart(f).expect("restart");
+    let started = Instant::now();
+    write_label(&t, l, &target, "after=restart", 10);
+    assert!(
+        wait_until(Duration::from_secs(20), || label_of(
+            &t, f, &target, "after"
+        )
+        .as_deref()
+            == Some("restart")),
+        "the restarted manager never caught up"
+    );
+    let took = started.elapsed();
+    eprintln!("restarted manager caught up {took:?} after its restart");
+    assert!(
+        took < Duration::from_secs(4),
+        "the leader reached the restarted manager only after {took:?}"
+    );
+
+    // Read your writes on a follower, many times in a row.
+    let other = (0..3).find(|i| *i != l && *i != f).unwrap();
+    for i in 0..20 {
+        t.ok(
+            other,
+            &[
+                "node",
+                "update",
+                "--label-add",
+                &format!("seq={i}"),
+                &target,
+            ],
+        );
+        assert_eq!(label_of(&t, other, &target, "seq"), Some(i.to_string()));
+    }
+}

@@ -893,6 +893,22 @@ impl Store {
         }
     }
 
+    /// Waits (up to `timeout`) until this manager has applied the entry at `index`, so a
+    /// write forwarded to the leader is visible in local reads when the caller returns.
+    /// Returns whether it was applied in time; a late apply is not an error (the entry is
+    /// committed, this replica is just behind).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.last_applied.is_some_and(|l| l.index >= index),
+                "entry applied",
+            )
+            .await
+            .is_ok()
+    }
+
     /// Returns once this manager's view of the leader is no longer `from` (an election
     /// happened, or the leader became known), or the store shut down. Callers waiting on a
     /// leader that may have died race their call against this.
