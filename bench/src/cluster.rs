@@ -18,6 +18,8 @@
 //! Needs root (network namespaces, a bridge). Everything it creates goes when it ends, also
 //! after an error (the TestNet's and daemons' destructors).
 
+mod stats;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use shoal_testkit::cluster::TestNet;
+use stats::{ms, percentile};
 
 /// Swarm port of every node (each node has its own address).
 const PORT: u16 = 4242;
@@ -652,21 +655,6 @@ fn failover_round(
 
 // ----- reporting -------------------------------------------------------------------------
 
-/// The `p` quantile (0..=1) of `samples`, nearest rank.
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    if s.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((s.len() as f64 - 1.0) * p).round() as usize;
-    s[idx.min(s.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
@@ -992,15 +980,6 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
                 .is_err()
         );
-    }
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        let d: Vec<Duration> = [5, 1, 4, 2, 3].map(Duration::from_millis).to_vec();
-        assert_eq!(percentile(&d, 0.0), Duration::from_millis(1));
-        assert_eq!(percentile(&d, 0.5), Duration::from_millis(3));
-        assert_eq!(percentile(&d, 1.0), Duration::from_millis(5));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! Run: `cargo build --release -p shoal -p shoal-bench && target/x86_64-unknown-linux-gnu/release/shoal-bench [--runs N] [--shoal PATH]`.
 //! Needs root, busybox-static, and (for the references) Debian's crun and runc.
 
+mod stats;
+
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use oci_spec::runtime::{LinuxBuilder, RootBuilder, Spec};
 use shoal_runtime::lifecycle;
 use shoal_testkit::daemon::Daemon;
 use shoal_testkit::images::{ImageBuilder, busybox_rootfs};
+use stats::ms;
 
 struct Args {
     runs: usize,
@@ -50,18 +53,8 @@ struct Series {
 
 impl Series {
     fn percentile(&self, p: f64) -> Duration {
-        let mut s = self.samples.clone();
-        s.sort();
-        if s.is_empty() {
-            return Duration::ZERO;
-        }
-        let idx = ((s.len() as f64 - 1.0) * p).round() as usize;
-        s[idx.min(s.len() - 1)]
+        stats::percentile(&self.samples, p)
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// Writes an OCI bundle (runc's default spec) running `/bin/true` in `rootfs`.

@@ -44,10 +44,11 @@ fn token(t: &TestNet, manager: usize, role: &str) -> String {
         .to_owned()
 }
 
-fn join(t: &TestNet, i: usize, manager: usize, token: &str) -> String {
+/// `swarm join` of node `i` through `manager`'s address; the CLI's output.
+fn try_join(t: &TestNet, i: usize, manager: usize, token: &str) -> std::process::Output {
     let addr = t.addr(i, PORT);
     let remote = t.addr(manager, PORT);
-    t.ok(
+    t.run(
         i,
         &[
             "swarm",
@@ -61,6 +62,17 @@ fn join(t: &TestNet, i: usize, manager: usize, token: &str) -> String {
             &remote,
         ],
     )
+}
+
+fn join(t: &TestNet, i: usize, manager: usize, token: &str) -> String {
+    let o = try_join(t, i, manager, token);
+    assert!(
+        o.status.success(),
+        "join of node{i} failed: {}\n{}",
+        stderr(&o),
+        t.daemon(i).log_tail(30)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn nodes(t: &TestNet, i: usize) -> Vec<Value> {
@@ -426,22 +438,7 @@ fn join_token_rotation() {
         "the manager token changed too"
     );
 
-    let addr = t.addr(2, PORT);
-    let remote = t.addr(0, PORT);
-    let refused = t.run(
-        2,
-        &[
-            "swarm",
-            "join",
-            "--token",
-            &old,
-            "--advertise-addr",
-            &addr,
-            "--listen-addr",
-            &addr,
-            &remote,
-        ],
-    );
+    let refused = try_join(&t, 2, 0, &old);
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("invalid join token"),
@@ -460,20 +457,7 @@ fn join_token_rotation() {
         digest.into_iter().collect::<String>(),
         parts[3]
     );
-    let o = t.run(
-        2,
-        &[
-            "swarm",
-            "join",
-            "--token",
-            &forged,
-            "--advertise-addr",
-            &addr,
-            "--listen-addr",
-            &addr,
-            &remote,
-        ],
-    );
+    let o = try_join(&t, 2, 0, &forged);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("CA does not match the join token"),
@@ -524,14 +508,18 @@ fn role_authorization() {
     };
     let manager_addr: std::net::SocketAddr = t.addr(0, PORT).parse().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // A client endpoint on the host's side of the test bridge (serves nothing).
+    let client = |tls: TlsMaterial| {
+        let local: std::net::SocketAddr = format!("{}:0", t.bridge_ip()).parse().unwrap();
+        let nothing = handler_fn(|_, _, _| async { Ok(Vec::new()) });
+        Endpoint::bind(local, Some(tls), nothing).unwrap()
+    };
     let remote_code = |r: Result<Vec<u8>, TransportError>| match r {
         Err(TransportError::Remote { code, .. }) => code,
         other => panic!("expected a remote refusal, got {other:?}"),
     };
     rt.block_on(async {
-        let local: std::net::SocketAddr = format!("{}:0", t.bridge_ip()).parse().unwrap();
-        let nothing = handler_fn(|_, _, _| async { Ok(Vec::new()) });
-        let ep = Endpoint::bind(local, Some(worker(1)), nothing.clone()).unwrap();
+        let ep = client(worker(1));
         let server = shoal_cluster::pki::MANAGER_SERVER_NAME;
         let raft = ep
             .call(manager_addr, server, method::RAFT, b"{}".to_vec())
@@ -573,9 +561,7 @@ fn role_authorization() {
     let removed_beat = beat(2);
     t.ok(0, &["node", "rm", "--force", "node2"]);
     rt.block_on(async {
-        let local: std::net::SocketAddr = format!("{}:0", t.bridge_ip()).parse().unwrap();
-        let nothing = handler_fn(|_, _, _| async { Ok(Vec::new()) });
-        let ep = Endpoint::bind(local, Some(material), nothing).unwrap();
+        let ep = client(material);
         let hb = ep
             .call(
                 manager_addr,
