@@ -45,6 +45,8 @@ pub struct EngineOptions {
     pub data_dir: PathBuf,
     pub run_dir: PathBuf,
     pub cgroup_parent: String,
+    /// The daemon's `--label`s: this node's engine labels.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub log: LogConfig,
     pub registry: shoal_image::RegistryOptions,
     pub exe: Arc<SealedExe>,
@@ -215,7 +217,18 @@ impl Engine {
             insecure_registries: self.opts.registry.insecure.clone(),
             log_max_size: self.opts.log.max_size,
             log_max_files: self.opts.log.max_files,
+            labels: self
+                .opts
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
         }
+    }
+
+    /// This node's engine labels (the daemon's `--label`s).
+    pub fn labels(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.opts.labels
     }
 }
 
@@ -270,6 +283,8 @@ pub struct NodeInfo {
     pub insecure_registries: Vec<String>,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// Engine labels as Docker's `info` lists them (`key=value`).
+    pub labels: Vec<String>,
 }
 
 /// Merges an image's configuration into the user's, as Docker's daemon does: the user's

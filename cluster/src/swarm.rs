@@ -904,7 +904,7 @@ pub(crate) fn describe(engine: &Engine) -> NodeDescription {
         },
         engine: m::Engine {
             engine_version: env!("CARGO_PKG_VERSION").into(),
-            labels: Default::default(),
+            labels: engine.labels().clone(),
         },
     }
 }

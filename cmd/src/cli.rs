@@ -134,6 +134,10 @@ pub struct DaemonArgs {
     /// Log level of the daemon (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Set key=value labels on this node's engine (shown by `info`, reported to the swarm
+    /// as the node's engine labels); repeatable.
+    #[arg(long = "label", value_name = "K=V")]
+    pub label: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -49,6 +49,15 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
     if args.log_max_files == 0 {
         bail!("invalid --log-max-files 0: at least one file is kept");
     }
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.label {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_owned(), v.to_owned());
+            }
+            _ => bail!("bad attribute format: {l} (--label wants key=value)"),
+        }
+    }
     let cgroup_parent = args.cgroup_parent.clone().unwrap_or_else(|| {
         shoal_runtime::cgroups::default_parent(&data_dir, Path::new("/var/lib/shoal"))
     });
@@ -60,6 +69,7 @@ pub async fn run(args: DaemonArgs) -> Result<()> {
         data_dir: data_dir.clone(),
         run_dir: run_dir.clone(),
         cgroup_parent,
+        labels,
         log: LogConfig {
             max_size: log_max_size,
             max_files: args.log_max_files,

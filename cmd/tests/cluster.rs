@@ -868,7 +868,8 @@ fn ca_rotation_keeps_the_cluster_up() {
 #[test]
 fn swarm_settings_are_validated_and_shown() {
     let mut t = net("settings", 1);
-    start_all(&mut t);
+    t.start(0, &["--label", "zone=edge-a"])
+        .expect("start daemon");
     let addr = t.addr(0, PORT);
     let o = t.run(
         0,
@@ -930,6 +931,23 @@ fn swarm_settings_are_validated_and_shown() {
     let text = t.ok(0, &["info"]);
     assert!(text.contains("   Heartbeat Period: 3 seconds"), "{text}");
     assert!(text.contains("   Expiry Duration: 2 days"), "{text}");
+    // Node facts: the engine's labels (daemon --label) and the kernel's hostname.
+    let me = inspect_node(&t, 0, "self");
+    assert_eq!(
+        me["Description"]["Engine"]["Labels"]["zone"], "edge-a",
+        "{me}"
+    );
+    assert_eq!(me["Description"]["Hostname"], "node0", "{me}");
+    assert!(text.contains(" Labels:\n  zone=edge-a\n"), "{text}");
+    // Availability, as Docker's.
+    t.ok(0, &["node", "update", "--availability", "drain", "self"]);
+    assert_eq!(inspect_node(&t, 0, "self")["Spec"]["Availability"], "drain");
+    let row = t.ok(0, &["node", "ls", "--format", "{{.Availability}}"]);
+    assert_eq!(row.trim(), "Drain");
+    let o = t.run(0, &["node", "update", "--availability", "sleepy", "self"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("sleepy"), "{}", stderr(&o));
+    assert_eq!(inspect_node(&t, 0, "self")["Spec"]["Availability"], "drain");
     // The node certificate follows the configured expiry (48 h, give or take the skew).
     let crt = std::fs::read_to_string(t.daemon(0).data.join("swarm/pki/node.crt")).unwrap();
     let (nb, na) = shoal_cluster::pki::validity_of_pem(&crt).unwrap();

@@ -143,6 +143,12 @@ pub async fn info(c: &Client, a: FormatArgs) -> Result<i32> {
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(labels) = i["Labels"].as_array().filter(|a| !a.is_empty()) {
+        println!(" Labels:");
+        for l in labels.iter().filter_map(Value::as_str) {
+            println!("  {l}");
+        }
+    }
     if !insecure.is_empty() {
         println!(" Insecure Registries:");
         for r in insecure {
