@@ -108,25 +108,18 @@ async fn beat(
         .parse()
         .map_err(|_| SwarmError::InvalidArgument(format!("invalid manager address {target}")))?;
     let body = serde_json::to_vec(&req).map_err(|e| SwarmError::Internal(e.to_string()))?;
-    // The deadline covers dialling too (a new connection to a dead manager).
-    let call = member.endpoint.call_with_timeout(
-        addr,
-        pki::MANAGER_SERVER_NAME,
-        method::HEARTBEAT,
-        body,
-        timeout,
-    );
-    let out = match tokio::time::timeout(timeout, call).await {
-        Ok(r) => r.map_err(SwarmError::Transport)?,
-        Err(_) => {
-            return Err(SwarmError::Transport(TransportError::Timeout {
-                addr,
-                method: method::HEARTBEAT.to_owned(),
-                phase: "heartbeat",
-                after: timeout,
-            }));
-        }
-    };
+    // The deadline bounds dialling too (a new connection to a dead manager).
+    let out = member
+        .endpoint
+        .call_with_timeout(
+            addr,
+            pki::MANAGER_SERVER_NAME,
+            method::HEARTBEAT,
+            body,
+            timeout,
+        )
+        .await
+        .map_err(SwarmError::Transport)?;
     serde_json::from_slice(&out).map_err(|e| SwarmError::Internal(e.to_string()))
 }
 
@@ -154,18 +147,21 @@ async fn act(member: &Arc<Member>, resp: &HeartbeatResponse) -> Result<(), Swarm
     Ok(())
 }
 
-/// Whether the certificate has passed its renewal point (a random point between 50 % and
-/// 80 % of its lifetime, as Swarm does, so nodes do not all renew at once). An unreadable
-/// certificate is due.
+/// Whether the certificate has passed its renewal point: a point between 50 % and 80 % of
+/// its lifetime, as Swarm renews, fixed per certificate (drawn from its digest) so nodes do
+/// not all renew at once and one node's answer does not change from beat to beat. An
+/// unreadable certificate is due.
 fn renewal_due(chain_pem: &str) -> bool {
     let Ok((not_before, not_after)) = pki::validity_of_pem(chain_pem) else {
         return true;
     };
-    let mut b = [0u8; 1];
-    // Without randomness every node renews at 50 %: still correct.
-    let _ = getrandom::fill(&mut b);
-    let fraction = 0.5 + 0.3 * (f64::from(b[0]) / 255.0);
-    Utc::now() >= renewal_point(not_before, not_after, fraction)
+    Utc::now() >= renewal_point(not_before, not_after, renewal_fraction(chain_pem))
+}
+
+/// Where in its lifetime a certificate is renewed, 0.5..=0.8, from its digest.
+fn renewal_fraction(chain_pem: &str) -> f64 {
+    let d = ring::digest::digest(&ring::digest::SHA256, chain_pem.as_bytes());
+    0.5 + 0.3 * (f64::from(d.as_ref()[0]) / 255.0)
 }
 
 /// The instant `fraction` of the way through a validity window.
@@ -303,6 +299,20 @@ mod tests {
         let na = nb + chrono::Duration::days(90);
         assert_eq!(renewal_point(nb, na, 0.5), nb + chrono::Duration::days(45));
         assert_eq!(renewal_point(nb, na, 0.8), nb + chrono::Duration::days(72));
+    }
+
+    #[test]
+    fn renewal_fraction_is_stable_and_in_range() {
+        let a = renewal_fraction("certificate a");
+        assert_eq!(a, renewal_fraction("certificate a"));
+        let spread: Vec<f64> = (0..50)
+            .map(|i| renewal_fraction(&format!("cert {i}")))
+            .collect();
+        assert!(spread.iter().all(|f| (0.5..=0.8).contains(f)), "{spread:?}");
+        assert!(
+            spread.iter().any(|f| *f != spread[0]),
+            "every certificate renews at the same point"
+        );
     }
 
     #[test]

@@ -576,7 +576,9 @@ impl Endpoint {
             .await
     }
 
-    /// As [`Endpoint::call`] with an explicit deadline for the exchange (large snapshots).
+    /// As [`Endpoint::call`] with an explicit deadline for the exchange (longer for large
+    /// snapshots, shorter for heartbeats); a deadline below the connect timeout bounds the
+    /// dial too.
     pub async fn call_with_timeout(
         &self,
         addr: SocketAddr,
@@ -586,13 +588,16 @@ impl Endpoint {
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
         let key: CacheKey = (addr, server.to_owned());
-        let (conn, cached) = self.connection(&key, method).await?;
+        // A short call deadline also bounds dialling (a dead peer must not hold the caller
+        // for the whole connect timeout).
+        let connect_timeout = timeout.min(self.inner.options.connect_timeout);
+        let (conn, cached) = self.connection(&key, method, connect_timeout).await?;
         match self.attempt(&conn, addr, method, &body, timeout).await {
             Ok(answer) => Ok(answer),
             Err(Attempt::Retryable(e)) if cached => {
                 debug!(%addr, server, method, error = %e, "cached connection dead, redialling");
                 self.forget(&key, &conn);
-                let (conn, _) = self.connection(&key, method).await?;
+                let (conn, _) = self.connection(&key, method, connect_timeout).await?;
                 match self.attempt(&conn, addr, method, &body, timeout).await {
                     Ok(answer) => Ok(answer),
                     Err(Attempt::Retryable(e) | Attempt::Fatal(e)) => {
@@ -638,7 +643,11 @@ impl Endpoint {
         let mut config = quinn::ClientConfig::new(Arc::new(quic_client(tls)?));
         config.transport_config(self.inner.transport.clone());
 
-        let conn = match self.dial(&config, addr, MANAGER_SERVER_NAME, method).await {
+        let connect_timeout = self.inner.options.connect_timeout;
+        let conn = match self
+            .dial(&config, addr, MANAGER_SERVER_NAME, method, connect_timeout)
+            .await
+        {
             Ok(conn) => conn,
             Err(e) => return Err(verifier.explain(addr, e)),
         };
@@ -678,6 +687,7 @@ impl Endpoint {
         &self,
         key: &CacheKey,
         method: &str,
+        connect_timeout: Duration,
     ) -> Result<(quinn::Connection, bool), TransportError> {
         let (config, generation) =
             self.client_tls()
@@ -693,7 +703,9 @@ impl Endpoint {
             }
             *guard = None;
         }
-        let conn = self.dial(&config, key.0, &key.1, method).await?;
+        let conn = self
+            .dial(&config, key.0, &key.1, method, connect_timeout)
+            .await?;
         // Certificates replaced while dialling: use this connection once, don't cache it.
         if self.inner.generation.load(Ordering::SeqCst) == generation {
             *guard = Some(conn.clone());
@@ -731,6 +743,7 @@ impl Endpoint {
         addr: SocketAddr,
         server: &str,
         method: &str,
+        timeout: Duration,
     ) -> Result<quinn::Connection, TransportError> {
         let connecting = self
             .inner
@@ -742,7 +755,6 @@ impl Endpoint {
                 method: method.to_owned(),
                 reason: e.to_string(),
             })?;
-        let timeout = self.inner.options.connect_timeout;
         match tokio::time::timeout(timeout, connecting).await {
             Err(_) => Err(TransportError::Timeout {
                 addr,

@@ -313,7 +313,8 @@ fn partitioned_minority_refuses_writes_and_catches_up() {
     t.partition(&[old], &majority).expect("partition");
 
     let me = format!("node{old}");
-    // Wait until the old leader has noticed (its lease runs out), then time one refusal.
+    // Time the first refusal: right after the cut the old leader still believes it leads,
+    // and must notice the lost quorum by itself.
     let started = Instant::now();
     let o = t.run(
         old,
@@ -593,7 +594,8 @@ fn role_authorization() {
 fn autolock_across_restart() {
     let mut t = net("autolock", 1);
     start_all(&mut t);
-    let out = init(&t, 0, &["--autolock"]);
+    // A snapshot after every entry: the snapshot on disk must be sealed too, not just the log.
+    let out = init(&t, 0, &["--autolock", "--snapshot-interval", "1"]);
     let key = out
         .split_whitespace()
         .find(|w| w.starts_with("SWMKEY-1-"))
@@ -611,7 +613,21 @@ fn autolock_across_restart() {
             "node0",
         ],
     );
-    // Make sure a snapshot exists too (everything on disk is encrypted, not just the log).
+    // The snapshot holds the canary (the store applies the cluster's interval within a few
+    // seconds of opening; a second write triggers it at the latest).
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let raft = &info(&t, 0)["Swarm"]["Raft"];
+            let (snap, applied) = (raft["SnapshotIndex"].as_u64(), raft["LastApplied"].as_u64());
+            if snap.is_some() && snap >= applied {
+                return true;
+            }
+            t.ok(0, &["node", "update", "--label-add", "nudge=1", "node0"]);
+            false
+        }),
+        "no snapshot with the canary: {}",
+        info(&t, 0)["Swarm"]["Raft"]
+    );
     let swarm_dir = t.daemon(0).data.join("swarm");
     for f in files_under(&swarm_dir) {
         let bytes = std::fs::read(&f).unwrap();

@@ -350,15 +350,8 @@ impl Daemon {
     }
 
     /// Waits until `f` holds, polling every 50 ms, up to `timeout`.
-    pub fn wait_for(&self, timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        f()
+    pub fn wait_for(&self, timeout: Duration, f: impl FnMut() -> bool) -> bool {
+        crate::cluster::wait_until(timeout, f)
     }
 }
 

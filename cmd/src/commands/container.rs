@@ -11,7 +11,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use shoal_runtime::model::{Config, HostConfig};
 
-use super::{Exit, confirm, describe, image, q, report};
+use super::{Exit, confirm, delete_each, describe, image, q, report};
 use crate::cli::{
     ExecArgs, KillArgs, LogsArgs, NamesArgs, PruneArgs, PsArgs, RmArgs, RunArgs, StartArgs,
     StatsArgs, StopArgs,
@@ -588,20 +588,12 @@ pub async fn kill(c: &Client, a: KillArgs) -> Result<i32> {
 
 /// `rm`.
 pub async fn rm(c: &Client, a: RmArgs) -> Result<i32> {
-    let mut failed = false;
-    for n in &a.containers {
-        let path = format!(
-            "/containers/{}?force={}&v={}",
-            q(n),
-            u8::from(a.force),
-            u8::from(a.volumes)
-        );
-        match c.request(Method::DELETE, &path, client::empty(), &[]).await {
-            Ok(_) => println!("{n}"),
-            Err(e) => report(&mut failed, e),
-        }
+    let query = format!("force={}&v={}", u8::from(a.force), u8::from(a.volumes));
+    if delete_each(c, "/containers", &a.containers, &query).await {
+        bail_quiet()
+    } else {
+        Ok(0)
     }
-    if failed { bail_quiet() } else { Ok(0) }
 }
 
 /// `wait`: prints each container's exit code.

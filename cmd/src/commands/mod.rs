@@ -132,6 +132,23 @@ fn report(failed: &mut bool, e: anyhow::Error) {
     eprintln!("{}", describe(&e));
 }
 
+/// `DELETE`s `<prefix>/<name>?<query>` for each name, printing each removed name and each
+/// error as docker's `rm` verbs do; returns whether any failed.
+async fn delete_each(c: &Client, prefix: &str, names: &[String], query: &str) -> bool {
+    let mut failed = false;
+    for n in names {
+        let path = format!("{prefix}/{}?{query}", q(n));
+        match c
+            .request(http::Method::DELETE, &path, crate::client::empty(), &[])
+            .await
+        {
+            Ok(_) => println!("{n}"),
+            Err(e) => report(&mut failed, e),
+        }
+    }
+    failed
+}
+
 /// Asks a yes/no question on the terminal (prune confirmations).
 fn confirm(question: &str) -> bool {
     use std::io::{BufRead, Write};

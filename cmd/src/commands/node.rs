@@ -3,7 +3,7 @@
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 
-use super::{q, report};
+use super::{delete_each, q, report};
 use crate::cli::{NodeInspectArgs, NodeLsArgs, NodeRmArgs, NodeUpdateArgs, NodesArgs};
 use crate::client::Client;
 use crate::format::{self, Template};
@@ -280,20 +280,6 @@ pub async fn set_role(c: &Client, a: NodesArgs, role: &str) -> Result<i32> {
 
 /// `node rm`.
 pub async fn rm(c: &Client, a: NodeRmArgs) -> Result<i32> {
-    let mut failed = false;
-    for n in &a.nodes {
-        match c
-            .request(
-                http::Method::DELETE,
-                &format!("/nodes/{}?force={}", q(n), u8::from(a.force)),
-                crate::client::empty(),
-                &[],
-            )
-            .await
-        {
-            Ok(_) => println!("{n}"),
-            Err(e) => report(&mut failed, e),
-        }
-    }
-    Ok(i32::from(failed))
+    let query = format!("force={}", u8::from(a.force));
+    Ok(i32::from(delete_each(c, "/nodes", &a.nodes, &query).await))
 }

@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use super::{confirm, q, report};
+use super::{confirm, delete_each};
 use crate::cli::{VolumeCreateArgs, VolumeLsArgs, VolumePruneArgs, VolumeRmArgs};
 use crate::client::Client;
 use crate::format;
@@ -80,22 +80,10 @@ pub async fn ls(c: &Client, a: VolumeLsArgs) -> Result<i32> {
 
 /// `volume rm`.
 pub async fn rm(c: &Client, a: VolumeRmArgs) -> Result<i32> {
-    let mut failed = false;
-    for n in &a.volumes {
-        match c
-            .request(
-                http::Method::DELETE,
-                &format!("/volumes/{}?force={}", q(n), u8::from(a.force)),
-                crate::client::empty(),
-                &[],
-            )
-            .await
-        {
-            Ok(_) => println!("{n}"),
-            Err(e) => report(&mut failed, e),
-        }
-    }
-    Ok(i32::from(failed))
+    let query = format!("force={}", u8::from(a.force));
+    Ok(i32::from(
+        delete_each(c, "/volumes", &a.volumes, &query).await,
+    ))
 }
 
 /// `volume prune`.
