@@ -15,6 +15,9 @@ use crate::model::{
 };
 
 /// Any stored object. Encoded as `{"kind": "node", "object": {...}}`.
+// A service (two specs) is ~2 KB inline; objects are built, applied and dropped one
+// proposal at a time, so boxing would only add an allocation and a layer to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "object", rename_all = "lowercase")]
 pub enum Object {

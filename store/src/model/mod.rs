@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Object;
 
+mod service;
+pub use service::*;
+
 /// Bookkeeping every stored object carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -311,6 +314,9 @@ pub struct Node {
     pub certificate: NodeCertificate,
     /// The role the node currently runs as (the spec holds the desired one).
     pub role: Role,
+    /// Where the node's cluster port answers (`ip:port`): managers fetch task logs there
+    /// and nodes fetch image content from each other.
+    pub cluster_addr: String,
 }
 
 /// What an operator sets on a node.
@@ -462,16 +468,6 @@ macro_rules! simple_object {
     };
 }
 
-simple_object!(
-    /// A service (filled by the services issue).
-    Service,
-    ServiceSpec
-);
-simple_object!(
-    /// A task: one scheduled instance of a service (filled by the services issue).
-    Task,
-    TaskSpec
-);
 simple_object!(
     /// A cluster network (filled by the networking issue).
     Network,
