@@ -11,6 +11,7 @@ pub mod cgroups;
 pub mod copyup;
 pub mod defaults;
 pub mod exec;
+pub mod health;
 pub mod lifecycle;
 pub mod logs;
 pub mod manager;
@@ -27,6 +28,7 @@ pub mod state;
 pub mod user;
 pub mod volumes;
 
+pub use health::{HealthLogEntry, HealthState, HealthStatus};
 pub use manager::{
     AttachGuard, ContainerView, ExecRequest, NetworkHooks, Runtime, RuntimeError, RuntimeOptions,
 };

@@ -25,6 +25,7 @@ use tokio::io::AsyncReadExt;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
+use crate::health::{self, HealthSlot, HealthState};
 use crate::logs::{self, LogConfig, LogRecord, ReadOptions};
 use crate::model::{
     ContainerRecord, ExitInfo, MountPoint, NetworkMode, NewContainer, State, Status, ZERO_TIME,
@@ -169,6 +170,8 @@ struct Entry {
     anonymous_volumes: Vec<String>,
     /// Attached output streams; auto-removal waits for them (see [`AttachGuard`]).
     attached: std::sync::atomic::AtomicUsize,
+    /// Health-check state and monitor (see [`crate::health`]).
+    health: HealthSlot,
 }
 
 /// Held while a client streams a container's output after an attached start: an
@@ -223,6 +226,8 @@ pub struct ContainerView {
     pub record: ContainerRecord,
     pub live: Live,
     pub dir: PathBuf,
+    /// Docker's `State.Health`: `None` without a health check (or before its first run).
+    pub health: Option<HealthState>,
 }
 
 impl ContainerView {
@@ -231,7 +236,12 @@ impl ContainerView {
         let l = &self.live;
         let exit = l.exit.as_ref();
         State {
-            status: l.status(),
+            // Docker: a frozen container is `paused` (and still `Running: true`).
+            status: if l.paused && l.status() == Status::Running {
+                Status::Paused
+            } else {
+                l.status()
+            },
             running: l.status() == Status::Running,
             paused: l.paused,
             restarting: false,
@@ -248,6 +258,7 @@ impl ContainerView {
             finished_at: exit
                 .filter(|_| l.status() != Status::Running)
                 .map_or(ZERO_TIME.into(), |e| api_time(&e.finished_at)),
+            health: self.health.clone(),
         }
     }
 
@@ -493,6 +504,9 @@ impl Runtime {
         if let Some(sig) = &config.stop_signal {
             signal::parse(sig)?;
         }
+        if let Some(h) = &config.healthcheck {
+            health::validate(h).map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
+        }
 
         // Mounts.
         let mut requests = Vec::new();
@@ -617,6 +631,7 @@ impl Runtime {
             op: tokio::sync::Mutex::new(()),
             anonymous_volumes: anonymous,
             attached: std::sync::atomic::AtomicUsize::new(0),
+            health: HealthSlot::default(),
         });
         let v = view(&entry);
         let mut entries = self.entries();
@@ -795,6 +810,7 @@ impl Runtime {
                     l.exit = None;
                     l.paused = false;
                 });
+                self.start_health(e);
                 let rt = self.clone();
                 let entry = e.clone();
                 tokio::spawn(async move {
@@ -835,6 +851,31 @@ impl Runtime {
         }
     }
 
+    /// Starts the health monitor of a run that just began (nothing without a check).
+    fn start_health(&self, e: &Entry) {
+        e.health.start(
+            self,
+            &e.record.id,
+            e.record.config.healthcheck.as_ref(),
+            e.live.subscribe(),
+        );
+    }
+
+    /// The container's health (Docker's `State.Health`); `None` when it has no health
+    /// check (or `NONE`) or has not run with one. Cheap: a clone of the last state.
+    pub fn health(&self, key: &str) -> Result<Option<HealthState>, RuntimeError> {
+        Ok(self.lookup(key)?.health.get())
+    }
+
+    /// A receiver woken at every health change of the container (each probe); its sender
+    /// goes away when the container is removed.
+    pub fn health_changes(
+        &self,
+        key: &str,
+    ) -> Result<watch::Receiver<Option<HealthState>>, RuntimeError> {
+        Ok(self.lookup(key)?.health.subscribe())
+    }
+
     async fn on_exit(&self, e: &Arc<Entry>) {
         self.record_exit(e, None).await;
     }
@@ -860,6 +901,7 @@ impl Runtime {
             }
         };
         *lock(&e.init) = None;
+        e.health.stop();
         // The helper unmounts on its way out; make sure nothing is left (killed helper).
         let _ = rootfs::unmount(&e.dir.join("rootfs"));
         self.remove_netns(e).await;
@@ -1315,6 +1357,7 @@ impl Runtime {
             op: tokio::sync::Mutex::new(()),
             anonymous_volumes,
             attached: std::sync::atomic::AtomicUsize::new(0),
+            health: HealthSlot::default(),
         });
         let id = entry.record.id.clone();
         // Listed before anything below can spawn work (auto-removal) that looks it up.
@@ -1341,6 +1384,7 @@ impl Runtime {
                             l.paused = paused;
                         });
                         tracing::info!(%id, pid = st.pid, "re-adopted running container");
+                        self.start_health(&entry);
                         let rt = self.clone();
                         let e = entry.clone();
                         tokio::spawn(async move {
@@ -1401,6 +1445,7 @@ fn view(e: &Entry) -> ContainerView {
         record: e.record.clone(),
         live: e.live.borrow().clone(),
         dir: e.dir.clone(),
+        health: e.health.get(),
     }
 }
 

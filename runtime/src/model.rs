@@ -184,6 +184,9 @@ pub struct State {
     pub error: String,
     pub started_at: String,
     pub finished_at: String,
+    /// The health check's state, when the container has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub health: Option<crate::health::HealthState>,
 }
 
 /// Docker's container status words.
