@@ -12,13 +12,15 @@ use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use shoal_store::model::{self as m, Cluster, Node};
+use shoal_store::model::{self as m, Cluster, Node, Task, TaskState};
 use shoal_store::{Action, Object, Proposal};
 
 use crate::SwarmError;
 use crate::manager::{Manager, roots_of};
 use crate::pki;
-use crate::rpc::{HeartbeatRequest, HeartbeatResponse};
+use crate::rpc::{
+    HeartbeatRequest, HeartbeatResponse, PeerNode, TaskReport, TasksRequest, TasksResponse,
+};
 
 /// How many missed periods make a node Down.
 const GRACE_PERIODS: u32 = 3;
@@ -73,12 +75,15 @@ pub(crate) async fn heartbeat(
     let host = crate::swarm::host_of(&req.addr);
     let changed = node.status.state != m::NodeState::Ready
         || node.status.addr != host
+        || node.cluster_addr != req.addr
         || node.description != req.description
         || node.role != req.role;
     if changed {
         let desc = req.description.clone();
         let role = req.role;
+        let cluster_addr = req.addr.clone();
         mgr.modify::<Node, _>(&req.node_id, move |n| {
+            n.cluster_addr = cluster_addr.clone();
             n.status = m::NodeStatus {
                 state: m::NodeState::Ready,
                 message: String::new(),
@@ -219,4 +224,149 @@ async fn tick(mgr: &Manager) -> Result<Duration, SwarmError> {
         }
     }
     Ok((p / 2).max(Duration::from_millis(200)))
+}
+
+/// Handles a node's `tasks` call (on the leader): writes the statuses it reports (a status
+/// only moves forward), then answers with every task assigned to it, holding the call up
+/// to `wait_ms` while that set is unchanged (a long poll: assignments reach nodes at once).
+pub(crate) async fn tasks(mgr: &Manager, req: TasksRequest) -> Result<TasksResponse, SwarmError> {
+    let status = mgr.store().status();
+    if status.leader != Some(mgr.raft_id()) {
+        return Err(SwarmError::NotLeader(
+            status.leader_addr.unwrap_or_default(),
+        ));
+    }
+    let mut events = mgr.store().subscribe();
+    let had_reports = !req.reports.is_empty();
+    if had_reports {
+        write_reports(mgr, &req.node_id, req.reports).await?;
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.min(MAX_TASKS_WAIT_MS));
+    loop {
+        let (version, tasks) = assigned(mgr, &req.node_id)?;
+        if had_reports || req.known_version == 0 || version != req.known_version {
+            return Ok(TasksResponse {
+                version,
+                tasks,
+                peers: peers(mgr, &req.node_id)?,
+            });
+        }
+        // Wait for a change to one of this node's tasks.
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => {
+                    return Ok(TasksResponse {
+                        version,
+                        tasks,
+                        peers: peers(mgr, &req.node_id)?,
+                    });
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    return Err(SwarmError::NotLeader(String::new()));
+                }
+                Ok(Ok(ev)) => {
+                    if let Object::Task(t) = &ev.object
+                        && t.node_id == req.node_id
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The ready nodes other than `node_id`.
+fn peers(mgr: &Manager, node_id: &str) -> Result<Vec<PeerNode>, SwarmError> {
+    Ok(mgr
+        .store()
+        .list::<Node>()?
+        .into_iter()
+        .filter(|n| n.id != node_id && n.status.state == m::NodeState::Ready)
+        .filter(|n| !n.cluster_addr.is_empty())
+        .map(|n| PeerNode {
+            node_id: n.id,
+            addr: n.cluster_addr,
+        })
+        .collect())
+}
+
+/// The longest a `tasks` call is held.
+const MAX_TASKS_WAIT_MS: u64 = 10_000;
+
+/// The tasks assigned to a node and a fingerprint of what the node acts on (so its own
+/// status writes do not wake its long poll).
+fn assigned(mgr: &Manager, node_id: &str) -> Result<(u64, Vec<Task>), SwarmError> {
+    use std::hash::{Hash, Hasher};
+    let mut tasks: Vec<Task> = mgr
+        .store()
+        .list::<Task>()?
+        .into_iter()
+        .filter(|t| t.node_id == node_id && t.status.state >= TaskState::Assigned)
+        .collect();
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in &tasks {
+        (&t.id, t.desired_state, t.paused, t.spec_version).hash(&mut h);
+    }
+    // Never 0: that means "nothing known yet".
+    Ok((h.finish().max(1), tasks))
+}
+
+/// Writes reported statuses: forward-only, batched, retried per task on a conflict.
+async fn write_reports(
+    mgr: &Manager,
+    node_id: &str,
+    reports: Vec<TaskReport>,
+) -> Result<(), SwarmError> {
+    let mut updates = Vec::new();
+    for r in &reports {
+        let Some(mut t) = mgr.store().get::<Task>(&r.task_id)? else {
+            continue;
+        };
+        if t.node_id != node_id || !advances(&t.status, &r.status) {
+            continue;
+        }
+        t.status = r.status.clone();
+        updates.push(t);
+    }
+    for chunk in updates.chunks(64) {
+        let p = Proposal {
+            actions: chunk
+                .iter()
+                .map(|t| Action::Update(Object::Task(t.clone())))
+                .collect(),
+            at: Utc::now(),
+        };
+        match mgr.propose(p).await {
+            Ok(_) => {}
+            Err(SwarmError::Conflict(_)) => {
+                // Someone else (the orchestrator) wrote one of them: one by one.
+                for t in chunk {
+                    let status = t.status.clone();
+                    let r = mgr
+                        .modify::<Task, _>(&t.id, move |cur| {
+                            if advances(&cur.status, &status) {
+                                cur.status = status.clone();
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    if let Err(e) = r {
+                        tracing::debug!(task = %t.id, error = %e, "status report not written");
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether a reported status should replace the stored one: a later state, or the same
+/// state with new details (health, pause, container).
+fn advances(stored: &m::TaskStatus, reported: &m::TaskStatus) -> bool {
+    reported.state > stored.state || (reported.state == stored.state && reported != stored)
 }

@@ -11,11 +11,17 @@ pub mod agent;
 pub mod dispatcher;
 pub mod engine;
 pub mod manager;
+pub mod node_rpc;
+pub mod orchestrator;
 pub mod pki;
+mod reconciler;
 pub mod rpc;
+pub mod services;
+mod session;
 pub mod state;
 pub mod swarm;
 pub mod transport;
+pub mod worker;
 
 pub use engine::{Engine, EngineError, EngineOptions, NodeInfo};
 pub use manager::{Manager, NodeView};

@@ -114,9 +114,11 @@ impl Manager {
         });
         let bg = tokio::spawn(crate::dispatcher::leader_loop(Arc::downgrade(&mgr)));
         let locker = tokio::spawn(cluster_settings_loop(Arc::downgrade(&mgr)));
+        let reconciler = tokio::spawn(crate::reconciler::run(Arc::downgrade(&mgr)));
         if let Ok(mut t) = mgr.tasks.lock() {
             t.push(bg);
             t.push(locker);
+            t.push(reconciler);
         }
         mgr
     }
@@ -784,6 +786,17 @@ impl Manager {
                     ));
                 }
                 let resp = crate::dispatcher::heartbeat(self, req)
+                    .await
+                    .map_err(|e| e.to_remote())?;
+                encode(&resp)
+            }
+            method::TASKS => {
+                let id = self.authorize(&peer, None)?;
+                let req: rpc::TasksRequest = decode(&body)?;
+                if req.node_id != id.node_id {
+                    return Err(remote(code::PERMISSION_DENIED, "tasks of another node"));
+                }
+                let resp = crate::dispatcher::tasks(self, req)
                     .await
                     .map_err(|e| e.to_remote())?;
                 encode(&resp)

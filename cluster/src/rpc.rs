@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_store::Proposal;
-use shoal_store::model::{NodeDescription, Role};
+use shoal_store::model::{NodeDescription, Role, Task, TaskStatus};
 
 /// Method names.
 pub mod method {
@@ -20,6 +20,14 @@ pub mod method {
     pub const HEARTBEAT: &str = "heartbeat";
     /// A node asks for a new certificate (renewal, role change, CA rotation).
     pub const RENEW: &str = "renew";
+    /// A node reports task statuses and gets the tasks assigned to it (long poll).
+    pub const TASKS: &str = "tasks";
+    /// A manager reads the logs of tasks running on a node (served by every node).
+    pub const LOGS: &str = "logs";
+    /// A node fetches a chunk of an image archive from a peer that has the image (served
+    /// by every node). The answer is raw: the archive's total size as 8 bytes big-endian,
+    /// then the bytes from the requested offset.
+    pub const IMAGE: &str = "image";
 }
 
 /// Error codes carried in remote errors.
@@ -133,4 +141,89 @@ pub struct RenewResponse {
     pub certificate_chain: String,
     pub roots: String,
     pub role: Role,
+}
+
+/// One task's observed status, as a node reports it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskReport {
+    pub task_id: String,
+    pub status: TaskStatus,
+}
+
+/// `tasks`: status changes since the last answered call, and the assignment version the
+/// node already has (the call waits up to `wait_ms` for a newer one).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TasksRequest {
+    pub node_id: String,
+    pub reports: Vec<TaskReport>,
+    /// The `version` of the last answer (0: none yet, answer at once).
+    pub known_version: u64,
+    /// How long the dispatcher may hold the call when nothing changed.
+    pub wait_ms: u64,
+}
+
+/// Every task assigned to the node that it must act on (desired state up to Remove).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TasksResponse {
+    /// A fingerprint of the assignment (what the node acts on).
+    pub version: u64,
+    pub tasks: Vec<Task>,
+    /// The other ready nodes (where images can be fetched).
+    pub peers: Vec<PeerNode>,
+}
+
+/// A node another node can call: its ID (the name its certificate answers to) and its
+/// cluster address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerNode {
+    pub node_id: String,
+    pub addr: String,
+}
+
+/// `logs`: log records of some of the node's task containers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogsRequest {
+    pub task_ids: Vec<String>,
+    /// Last N records per task.
+    pub tail: Option<usize>,
+    /// Records at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Records strictly after this time (a follower's cursor).
+    pub after: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One line of a task's output.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogLine {
+    pub task_id: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Without the trailing newline.
+    pub line: String,
+}
+
+/// The records, oldest first, and whether each task's container still runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogsResponse {
+    pub lines: Vec<LogLine>,
+    /// Tasks whose container is still running (a follower keeps asking for these).
+    pub running: Vec<String>,
+}
+
+/// `image`: a chunk of the OCI archive of an image the peer has (by manifest digest or
+/// image ID). The first call (offset 0) makes the archive; later calls read it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageRequest {
+    /// `sha256:<manifest digest>` or `sha256:<image id>`.
+    pub digest: String,
+    pub offset: u64,
 }

@@ -88,6 +88,10 @@ impl SwarmPaths {
     pub fn raft(&self) -> PathBuf {
         self.root.join("raft")
     }
+    /// Image archives made for and fetched from peers.
+    pub fn image_cache(&self) -> PathBuf {
+        self.root.join("image-cache")
+    }
 
     /// Whether this node is part of a swarm (it has an identity on disk).
     pub fn exists(&self) -> bool {

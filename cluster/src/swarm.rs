@@ -120,6 +120,11 @@ pub struct Member {
     /// The key-encryption key while a manager (in memory even when autolocked).
     pub(crate) kek: RwLock<Option<KeyEncryptionKey>>,
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    /// Runs this node's tasks.
+    pub(crate) worker: OnceLock<Arc<crate::worker::Worker>>,
+    /// The other ready nodes, as the dispatcher last said (where task images can be
+    /// fetched).
+    pub(crate) peers: RwLock<Vec<crate::rpc::PeerNode>>,
 }
 
 /// The node's TLS material as PEM.
@@ -164,6 +169,9 @@ impl Handler for Router {
                     "this node is starting or stopping",
                 ));
             };
+            if crate::node_rpc::is_node_method(&method) {
+                return crate::node_rpc::handle(&member, &peer, &method, body).await;
+            }
             let manager = lock(&member.manager).clone();
             let Some(manager) = manager else {
                 return Err(remote(
@@ -471,6 +479,8 @@ impl Swarm {
             dek: RwLock::new(dek.clone()),
             kek: RwLock::new(kek),
             stop,
+            worker: OnceLock::new(),
+            peers: RwLock::new(Vec::new()),
         });
         let _ = router.member.set(Arc::downgrade(&member));
         if state.role == Role::Manager {
@@ -478,6 +488,22 @@ impl Swarm {
             member.start_manager(dek).await?;
         }
         crate::agent::spawn(member.clone());
+        let desc = describe(&self.inner.engine);
+        let worker = crate::worker::Worker::start(
+            self.inner.engine.clone(),
+            Arc::new(crate::session::ClusterImages {
+                engine: self.inner.engine.clone(),
+                member: Arc::downgrade(&member),
+            }),
+            crate::worker::NodeFacts {
+                node_id: state.node_id.clone(),
+                hostname: desc.hostname,
+                os: desc.platform.os,
+                arch: desc.platform.architecture,
+            },
+        );
+        let _ = member.worker.set(worker.clone());
+        crate::session::spawn(member.clone(), worker);
         Ok(member)
     }
 
@@ -620,6 +646,7 @@ impl Swarm {
         if let Some(member) = member {
             member.shutdown().await;
         }
+        crate::session::remove_task_containers(&self.inner.engine).await;
         self.inner.paths.wipe()?;
         *lock_mut(&self.inner.phase) = Phase::Inactive;
         Ok(())
@@ -801,6 +828,9 @@ impl Member {
     /// Stops everything this member runs.
     pub(crate) async fn shutdown(&self) {
         let _ = self.stop.send(true);
+        if let Some(w) = self.worker.get() {
+            w.shutdown();
+        }
         self.stop_manager().await;
         self.endpoint.close();
     }
@@ -813,6 +843,7 @@ impl Member {
         };
         let _t = inner.transition.lock().await;
         self.shutdown().await;
+        crate::session::remove_task_containers(&self.engine).await;
         let _ = inner.paths.wipe();
         *lock_mut(&inner.phase) = Phase::Inactive;
     }

@@ -35,6 +35,24 @@ pub struct Credentials {
     pub password: String,
 }
 
+impl Credentials {
+    /// Reads Docker's `X-Registry-Auth` value (base64url JSON with `username` and
+    /// `password`; padded or not). None when absent, unreadable or without a user name.
+    pub fn from_registry_auth(raw: &str) -> Option<Credentials> {
+        use base64::Engine as _;
+        let raw = raw.trim();
+        let bytes = base64::engine::general_purpose::URL_SAFE
+            .decode(raw)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw))
+            .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw))
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let username = v.get("username")?.as_str()?.to_owned();
+        let password = v.get("password")?.as_str()?.to_owned();
+        (!username.is_empty()).then_some(Credentials { username, password })
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
