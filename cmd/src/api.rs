@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -86,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/volumes/prune", post(volumes_prune))
         .route("/volumes/{name}", get(volume_inspect).delete(volume_remove))
         .merge(crate::api_swarm::routes())
+        .merge(crate::api_service::routes())
         .with_state(state)
 }
 
@@ -333,7 +333,7 @@ fn status_input(v: &ContainerView) -> format::ContainerStatusInput {
             .as_ref()
             .filter(|_| !st.running)
             .map(|e| e.finished_at),
-        health: None,
+        health: v.health.as_ref().map(|h| h.status.as_str().to_owned()),
     }
 }
 
@@ -823,16 +823,7 @@ async fn images_list(State(s): State<AppState>) -> Json<Vec<Value>> {
 
 /// Credentials sent by the CLI in `X-Registry-Auth` (base64url JSON, Docker's header).
 fn registry_auth(h: &HeaderMap) -> Option<Credentials> {
-    let raw = h.get("x-registry-auth")?.to_str().ok()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE
-        .decode(raw.trim())
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw.trim()))
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw.trim()))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    let username = v.get("username")?.as_str()?.to_owned();
-    let password = v.get("password")?.as_str()?.to_owned();
-    (!username.is_empty()).then_some(Credentials { username, password })
+    Credentials::from_registry_auth(h.get("x-registry-auth")?.to_str().ok()?)
 }
 
 #[derive(Deserialize, Default)]

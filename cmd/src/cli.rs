@@ -49,6 +49,9 @@ pub enum Command {
     /// Manage swarm nodes.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Manage swarm services.
+    #[command(subcommand)]
+    Service(crate::commands::service::ServiceCmd),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Log out from a registry.
@@ -370,6 +373,8 @@ pub enum NodeCmd {
     /// Remove one or more nodes from the swarm.
     #[command(visible_alias = "remove")]
     Rm(NodeRmArgs),
+    /// List tasks running on one or more nodes, defaults to current node.
+    Ps(crate::commands::service::NodePsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -496,6 +501,48 @@ pub struct RunArgs {
     /// Timeout (in seconds) to stop a container.
     #[arg(long, allow_hyphen_values = true)]
     pub stop_timeout: Option<i64>,
+    /// Command to run to check health.
+    #[arg(long = "health-cmd", value_name = "string")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 0s).
+    #[arg(
+        long = "health-interval",
+        value_name = "duration",
+        allow_hyphen_values = true
+    )]
+    pub health_interval: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(
+        long = "health-retries",
+        value_name = "int",
+        allow_hyphen_values = true
+    )]
+    pub health_retries: Option<i64>,
+    /// Start period for the container to initialize before starting health-retries countdown
+    /// (ms|s|m|h) (default 0s).
+    #[arg(
+        long = "health-start-period",
+        value_name = "duration",
+        allow_hyphen_values = true
+    )]
+    pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h) (default 0s).
+    #[arg(
+        long = "health-start-interval",
+        value_name = "duration",
+        allow_hyphen_values = true
+    )]
+    pub health_start_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 0s).
+    #[arg(
+        long = "health-timeout",
+        value_name = "duration",
+        allow_hyphen_values = true
+    )]
+    pub health_timeout: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Connect a container to a network (none or host).
     #[arg(long, alias = "net", default_value = "none")]
     pub network: String,

@@ -1,6 +1,8 @@
 //! `shoal`: the CLI, the daemon, and the helper processes, in one binary.
 
 mod api;
+mod api_logs;
+mod api_service;
 mod api_swarm;
 mod cli;
 mod client;

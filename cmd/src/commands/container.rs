@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use shoal_runtime::model::{Config, HostConfig};
+use shoal_runtime::model::{Config, HealthConfig, HostConfig};
 
 use super::{Exit, confirm, delete_each, describe, image, q, report};
 use crate::cli::{
@@ -68,6 +68,59 @@ fn labels(list: &[String]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// A `--health-*` duration in nanoseconds; negative ones are refused as docker does.
+fn health_duration(flag: &str, v: &Option<String>) -> Result<i64> {
+    match v.as_deref().map(str::trim) {
+        None | Some("0") => Ok(0),
+        Some(d) if d.starts_with('-') => bail!("--{flag} cannot be negative"),
+        Some(d) => super::swarm::parse_duration_ns(flag, d),
+    }
+}
+
+/// The health check from `--health-*` / `--no-healthcheck` (docker's rules): `None` leaves
+/// the image's; an empty test with timings keeps the image's test.
+fn health_config(a: &RunArgs) -> Result<Option<HealthConfig>> {
+    let interval = health_duration("health-interval", &a.health_interval)?;
+    let timeout = health_duration("health-timeout", &a.health_timeout)?;
+    let start_period = health_duration("health-start-period", &a.health_start_period)?;
+    let start_interval = health_duration("health-start-interval", &a.health_start_interval)?;
+    let retries = a.health_retries.unwrap_or(0);
+    let cmd = a.health_cmd.clone().unwrap_or_default();
+    let any = !cmd.is_empty()
+        || interval != 0
+        || timeout != 0
+        || start_period != 0
+        || start_interval != 0
+        || retries != 0;
+    if a.no_healthcheck {
+        if any {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(HealthConfig {
+            test: vec!["NONE".to_owned()],
+            ..HealthConfig::default()
+        }));
+    }
+    if !any {
+        return Ok(None);
+    }
+    if retries < 0 {
+        bail!("--health-retries cannot be negative");
+    }
+    Ok(Some(HealthConfig {
+        test: if cmd.is_empty() {
+            Vec::new()
+        } else {
+            vec!["CMD-SHELL".to_owned(), cmd]
+        },
+        interval,
+        timeout,
+        start_period,
+        start_interval,
+        retries,
+    }))
+}
+
 /// Builds the create request body from `run`/`create` flags.
 fn create_body(a: &RunArgs) -> Result<(String, Value)> {
     let mut it = a.image_and_command.iter();
@@ -95,6 +148,7 @@ fn create_body(a: &RunArgs) -> Result<(String, Value)> {
         labels: labels(&a.label),
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        healthcheck: health_config(a)?,
         attach_stdout: !a.detach,
         attach_stderr: !a.detach,
         ..Config::default()
@@ -817,6 +871,68 @@ mod tests {
         assert_eq!(h["Binds"], json!(["data:/d:ro"]));
         assert_eq!(h["CapDrop"], json!(["ALL"]));
         assert_eq!(h["NetworkMode"], "none");
+    }
+
+    #[test]
+    fn health_flags() {
+        let a = run_args(&[
+            "shoal",
+            "run",
+            "--health-cmd",
+            "test -f /ok",
+            "--health-interval",
+            "200ms",
+            "--health-timeout",
+            "1s",
+            "--health-retries",
+            "5",
+            "--health-start-period",
+            "1m30s",
+            "--health-start-interval",
+            "100ms",
+            "busybox",
+        ]);
+        let (_, b) = create_body(&a).unwrap();
+        assert_eq!(
+            b["Healthcheck"],
+            json!({"Test": ["CMD-SHELL", "test -f /ok"], "Interval": 200_000_000i64,
+                   "Timeout": 1_000_000_000i64, "StartPeriod": 90_000_000_000i64,
+                   "StartInterval": 100_000_000i64, "Retries": 5})
+        );
+        // Timings alone keep the image's test.
+        let a = run_args(&["shoal", "run", "--health-retries", "2", "busybox"]);
+        let (_, b) = create_body(&a).unwrap();
+        assert_eq!(b["Healthcheck"], json!({"Test": [], "Retries": 2}));
+        // No flags: no health check in the request.
+        let (_, b) = create_body(&run_args(&["shoal", "run", "busybox"])).unwrap();
+        assert!(b.get("Healthcheck").is_none(), "{b}");
+        let (_, b) =
+            create_body(&run_args(&["shoal", "run", "--no-healthcheck", "busybox"])).unwrap();
+        assert_eq!(b["Healthcheck"], json!({"Test": ["NONE"]}));
+        let err = |v: &[&str]| create_body(&run_args(v)).unwrap_err().to_string();
+        assert_eq!(
+            err(&[
+                "shoal",
+                "run",
+                "--no-healthcheck",
+                "--health-cmd",
+                "true",
+                "busybox"
+            ]),
+            "--no-healthcheck conflicts with --health-* options"
+        );
+        assert_eq!(
+            err(&["shoal", "run", "--health-interval", "-1s", "busybox"]),
+            "--health-interval cannot be negative"
+        );
+        assert_eq!(
+            err(&["shoal", "run", "--health-retries", "-1", "busybox"]),
+            "--health-retries cannot be negative"
+        );
+        assert!(
+            err(&["shoal", "run", "--health-timeout", "soon", "busybox"])
+                .contains("invalid argument \"soon\" for \"--health-timeout\" flag"),
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@ mod container;
 mod image;
 mod node;
 mod progress;
+pub(crate) mod service;
+mod service_opts;
+mod service_progress;
 mod swarm;
 mod system;
 mod volume;
@@ -119,7 +122,9 @@ pub async fn dispatch(host: Option<&str>, command: Command) -> Result<i32> {
             NodeCmd::Promote(a) => node::set_role(&c, a, "manager").await,
             NodeCmd::Demote(a) => node::set_role(&c, a, "worker").await,
             NodeCmd::Rm(a) => node::rm(&c, a).await,
+            NodeCmd::Ps(a) => node::ps(&c, a).await,
         },
+        Command::Service(sc) => service::run(&c, sc).await,
         Command::Daemon(_) | Command::Shim(_) | Command::ShimExec(_) => {
             unreachable!("handled in main before the CLI runtime starts")
         }

@@ -278,6 +278,12 @@ pub async fn set_role(c: &Client, a: NodesArgs, role: &str) -> Result<i32> {
     Ok(i32::from(failed))
 }
 
+/// `node ps [NODE...]`: the tasks of nodes (this one by default), as `service ps` shows
+/// them.
+pub async fn ps(c: &Client, a: super::service::NodePsArgs) -> Result<i32> {
+    super::service::node_ps(c, a).await
+}
+
 /// `node rm`.
 pub async fn rm(c: &Client, a: NodeRmArgs) -> Result<i32> {
     let query = format!("force={}", u8::from(a.force));

@@ -19,7 +19,7 @@ pub fn bin() -> &'static Path {
 }
 
 /// The plain busybox image as a `docker save` archive, written once per test process.
-fn busybox_archive() -> &'static Path {
+pub fn busybox_archive() -> &'static Path {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
     ARCHIVE.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
