@@ -3,6 +3,8 @@
 //! pin the image to a digest, and write the service; the orchestrators (on the leader)
 //! turn services into tasks.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use shoal_store::model::{Mode, Service, ServiceSpec, Task, TaskState, UpdateState, UpdateStatus};
 use shoal_store::{Action, Object, Proposal};
@@ -53,7 +55,8 @@ impl Manager {
         }
         let mut warnings = Vec::new();
         if !opts.no_resolve_image {
-            self.pin_image(&mut spec, &mut warnings);
+            self.pin_image(&mut spec, opts.registry_auth.as_deref(), &mut warnings)
+                .await;
         }
         let id = crate::pki::new_node_id()?;
         let job = spec.mode.is_job();
@@ -145,7 +148,11 @@ impl Manager {
                     spec.task_template.container_spec.image =
                         current.spec.task_template.container_spec.image.clone();
                 } else {
-                    self.pin_image(&mut spec, &mut warnings);
+                    let auth = opts
+                        .registry_auth
+                        .as_deref()
+                        .or(Some(current.registry_auth.as_str()).filter(|a| !a.is_empty()));
+                    self.pin_image(&mut spec, auth, &mut warnings).await;
                 }
             }
             if spec == current.spec {
@@ -289,30 +296,68 @@ impl Manager {
         Ok(self.store().list::<Task>()?)
     }
 
-    /// Pins the image to the digest this manager's image store knows for it (Docker pins
-    /// through the registry; a cluster that imported the image has no registry to ask).
-    fn pin_image(&self, spec: &mut ServiceSpec, warnings: &mut Vec<String>) {
+    /// Pins the image to a digest, as Docker resolves tags: from this manager's image store
+    /// when it has the image (the registry digest it was pulled by, else its manifest
+    /// digest: an imported image has no registry to ask), else from the registry (with the
+    /// service's credentials). When neither answers in time, the reference stays as given
+    /// with Docker's warning.
+    async fn pin_image(
+        &self,
+        spec: &mut ServiceSpec,
+        registry_auth: Option<&str>,
+        warnings: &mut Vec<String>,
+    ) {
         let image = spec.task_template.container_spec.image.clone();
         if image.contains('@') {
             return;
         }
         let Some(member) = self.member() else { return };
-        match member.engine.images.get(&image) {
-            Ok(rec) if !rec.manifest_digest.is_empty() => {
-                // Docker's form: the familiar name with its tag, then the digest
-                // (`busybox:latest@sha256:…`).
-                let named = shoal_image::reference::normalize(&image)
-                    .map(|full| shoal_image::reference::familiar(&full))
-                    .unwrap_or(image);
-                spec.task_template.container_spec.image =
-                    format!("{named}@{}", rec.manifest_digest);
+        let Ok(full) = shoal_image::reference::normalize(&image) else {
+            return;
+        };
+        // Docker's form: the familiar name with its tag, then the digest.
+        let named = shoal_image::reference::familiar(&full);
+        let repo = full.split_once(':').map_or(full.as_str(), |(r, _)| r);
+        let local = member.engine.images.get(&image).ok().and_then(|rec| {
+            rec.repo_digests
+                .iter()
+                .find_map(|d| {
+                    d.split_once('@')
+                        .filter(|(r, _)| *r == repo)
+                        .map(|(_, d)| d.to_owned())
+                })
+                .or_else(|| (!rec.manifest_digest.is_empty()).then(|| rec.manifest_digest.clone()))
+        });
+        let digest = match local {
+            Some(d) => Some(d),
+            None => {
+                let creds = registry_auth.and_then(shoal_image::Credentials::from_registry_auth);
+                match tokio::time::timeout(
+                    PIN_TIMEOUT,
+                    member.engine.images.resolve_digest(&image, creds),
+                )
+                .await
+                {
+                    Ok(Ok(d)) => Some(d),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%image, error = %e, "cannot resolve the image digest");
+                        None
+                    }
+                    Err(_) => None,
+                }
             }
-            _ => warnings.push(format!(
+        };
+        match digest {
+            Some(d) => spec.task_template.container_spec.image = format!("{named}@{d}"),
+            None => warnings.push(format!(
                 "image {image} could not be accessed on a registry to record\nits digest. Each node will access {image} independently,\npossibly leading to different nodes running different\nversions of the image.\n"
             )),
         }
     }
 }
+
+/// How long a manager waits for a registry to name an image's digest.
+const PIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The image reference without a `@sha256:` pin.
 pub fn unpinned(image: &str) -> &str {

@@ -115,8 +115,15 @@ fn with_registry_auth_lets_the_node_pull() {
             .any(|(u, _)| u.as_deref() == Some(USER)),
         "the pull used the user's credentials"
     );
-    // The credentials are not shown.
+    // The manager pinned the image to the registry's digest (it does not have the image
+    // itself), and the credentials are not shown.
     let inspect = d.ok(&["service", "inspect", "authed"]);
+    let spec: Value = serde_json::from_str(&inspect).expect("inspect json");
+    let pinned = spec[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(pinned.starts_with(&format!("{image}@sha256:")), "{pinned}");
     assert!(
         !inspect.contains(PASSWORD) && !inspect.to_lowercase().contains("registryauth"),
         "{inspect}"

@@ -69,6 +69,25 @@ impl ImageStore {
     }
 }
 
+impl ImageStore {
+    /// The digest the registry gives for `reference` (its manifest, or its index for a
+    /// multi-platform image), without pulling anything: what a manager pins a service's
+    /// image to when it does not have the image itself.
+    pub async fn resolve_digest(
+        &self,
+        reference: &str,
+        creds: Option<Credentials>,
+    ) -> Result<String, ImageError> {
+        let reference = reference::parse(reference)?;
+        let client = client_for(&self.inner.registry, reference.registry())?;
+        let auth = registry_auth(creds.as_ref());
+        client
+            .fetch_manifest_digest(&reference, &auth)
+            .await
+            .map_err(|e| map_error(&reference, e))
+    }
+}
+
 struct Puller<'a> {
     store: &'a ImageStore,
     client: Client,
