@@ -608,34 +608,38 @@ pub fn parse_time(v: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> 
     ))
 }
 
+/// A `since`/`until` query value: absent, empty or `0` means none.
+pub(crate) fn optional_time(
+    v: Option<&str>,
+    now: DateTime<Utc>,
+) -> ApiResult<Option<DateTime<Utc>>> {
+    v.filter(|v| !v.is_empty() && *v != "0")
+        .map(|v| parse_time(v, now))
+        .transpose()
+        .map_err(bad_request)
+}
+
+/// A `tail` query value: absent, empty or `all` means everything.
+pub(crate) fn parse_tail(v: Option<&str>) -> ApiResult<Option<usize>> {
+    match v {
+        None | Some("") | Some("all") => Ok(None),
+        Some(n) => Ok(Some(
+            n.parse::<i64>()
+                .map_err(|_| bad_request(format!("invalid tail value {n:?}")))?
+                .max(0) as usize,
+        )),
+    }
+}
+
 async fn container_logs(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
     let now = Utc::now();
-    let since = q
-        .since
-        .as_deref()
-        .filter(|v| !v.is_empty() && *v != "0")
-        .map(|v| parse_time(v, now))
-        .transpose()
-        .map_err(bad_request)?;
-    let until = q
-        .until
-        .as_deref()
-        .filter(|v| !v.is_empty() && *v != "0")
-        .map(|v| parse_time(v, now))
-        .transpose()
-        .map_err(bad_request)?;
-    let tail = match q.tail.as_deref() {
-        None | Some("") | Some("all") => None,
-        Some(n) => Some(
-            n.parse::<i64>()
-                .map_err(|_| bad_request(format!("invalid tail value {n:?}")))?
-                .max(0) as usize,
-        ),
-    };
+    let since = optional_time(q.since.as_deref(), now)?;
+    let until = optional_time(q.until.as_deref(), now)?;
+    let tail = parse_tail(q.tail.as_deref())?;
     let (out, err) = (q.stdout.is_some(), q.stderr.is_some());
     let opts = ReadOptions {
         tail,

@@ -15,7 +15,7 @@ use serde_json::json;
 use shoal_cluster::rpc::{LogLine, LogsRequest};
 use shoal_store::model::{Node, Task};
 
-use crate::api::{ApiError, AppState, parse_time, truthy};
+use crate::api::{ApiError, AppState, optional_time, parse_tail, truthy};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -72,23 +72,8 @@ async fn stream_logs(
     q: LogsQuery,
 ) -> ApiResult<Response> {
     let now = Utc::now();
-    let since = q
-        .since
-        .as_deref()
-        .filter(|v| !v.is_empty() && *v != "0")
-        .map(|v| parse_time(v, now))
-        .transpose()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let tail = match q.tail.as_deref() {
-        None | Some("") | Some("all") => None,
-        Some(n) => Some(
-            n.parse::<i64>()
-                .map_err(|_| {
-                    ApiError::new(StatusCode::BAD_REQUEST, format!("invalid tail value {n:?}"))
-                })?
-                .max(0) as usize,
-        ),
-    };
+    let since = optional_time(q.since.as_deref(), now)?;
+    let tail = parse_tail(q.tail.as_deref())?;
     let follow = truthy(&q.follow);
     let mgr = s.swarm().manager()?;
     let req = LogsRequest {

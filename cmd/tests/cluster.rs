@@ -1,113 +1,14 @@
 //! Multi-node tests of the cluster core: real daemons in network namespaces (testkit's
 //! `TestNet`), joined over QUIC with mutual TLS, state replicated with Raft.
 
+mod common_swarm;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common_swarm::*;
 use serde_json::Value;
 use shoal_testkit::cluster::{TestNet, wait_until};
-
-const PORT: u16 = 4242;
-
-fn net(label: &str, n: usize) -> TestNet {
-    TestNet::new(label, n)
-        .expect("create the test network")
-        .with_bin(Path::new(env!("CARGO_BIN_EXE_shoal")))
-}
-
-fn start_all(t: &mut TestNet) {
-    for i in 0..t.len() {
-        t.start(i, &[]).expect("start daemon");
-    }
-}
-
-/// `swarm init` on node `i` with a short heartbeat so tests see Down quickly.
-fn init(t: &TestNet, i: usize, extra: &[&str]) -> String {
-    let addr = t.addr(i, PORT);
-    let mut args = vec![
-        "swarm",
-        "init",
-        "--advertise-addr",
-        &addr,
-        "--listen-addr",
-        &addr,
-        "--dispatcher-heartbeat",
-        "1s",
-    ];
-    args.extend_from_slice(extra);
-    t.ok(i, &args)
-}
-
-fn token(t: &TestNet, manager: usize, role: &str) -> String {
-    t.ok(manager, &["swarm", "join-token", "-q", role])
-        .trim()
-        .to_owned()
-}
-
-/// `swarm join` of node `i` through `manager`'s address; the CLI's output.
-fn try_join(t: &TestNet, i: usize, manager: usize, token: &str) -> std::process::Output {
-    let addr = t.addr(i, PORT);
-    let remote = t.addr(manager, PORT);
-    t.run(
-        i,
-        &[
-            "swarm",
-            "join",
-            "--token",
-            token,
-            "--advertise-addr",
-            &addr,
-            "--listen-addr",
-            &addr,
-            &remote,
-        ],
-    )
-}
-
-fn join(t: &TestNet, i: usize, manager: usize, token: &str) -> String {
-    let o = try_join(t, i, manager, token);
-    assert!(
-        o.status.success(),
-        "join of node{i} failed: {}\n{}",
-        stderr(&o),
-        t.daemon(i).log_tail(30)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn nodes(t: &TestNet, i: usize) -> Vec<Value> {
-    let out = t.ok(i, &["node", "ls", "--format", "json"]);
-    out.lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
-/// Forms a cluster of `managers` managers and `workers` workers (node 0 initializes).
-fn form(label: &str, managers: usize, workers: usize, extra_init: &[&str]) -> TestNet {
-    let mut t = net(label, managers + workers);
-    start_all(&mut t);
-    init(&t, 0, extra_init);
-    let mt = token(&t, 0, "manager");
-    let wt = token(&t, 0, "worker");
-    for i in 1..managers {
-        let out = join(&t, i, 0, &mt);
-        assert_eq!(out.trim(), "This node joined a swarm as a manager.");
-    }
-    for i in managers..managers + workers {
-        let out = join(&t, i, 0, &wt);
-        assert_eq!(out.trim(), "This node joined a swarm as a worker.");
-    }
-    let n = managers + workers;
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            let ns = nodes(&t, 0);
-            ns.len() == n && ns.iter().all(|x| x["Status"] == "Ready")
-        }),
-        "all nodes Ready: {:?}",
-        nodes(&t, 0)
-    );
-    t
-}
 
 /// The index (in the TestNet) of the current leader, from a manager's `node ls`.
 fn leader(t: &TestNet, ask: usize) -> Option<usize> {

@@ -18,7 +18,6 @@ use shoal_testkit::daemon::{Daemon, DaemonOptions};
 use shoal_testkit::images::{Compression, ImageBuilder, host_arch, multi_arch_layout};
 use shoal_testkit::registry::{CountingProxy, PushFormat, Registry, RegistryOptions};
 use shoal_testkit::tls::TestCa;
-use shoal_testkit::token::TokenIssuer;
 
 fn insecure(addr: &str) -> DaemonOptions {
     DaemonOptions {
@@ -262,27 +261,13 @@ fn token_registry_login_logout_and_docker_config_fallback() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let plain = registry();
-    let (dir, built) = layout(tmp.path(), "busybox", &ImageBuilder::busybox());
-    plain
-        .push_layout(&dir, "public/busybox:latest", PushFormat::Oci, false)
-        .unwrap();
-    plain
-        .push_layout(&dir, "private/busybox:latest", PushFormat::Oci, false)
-        .unwrap();
-    let issuer = TokenIssuer::start(
-        &[(USER, PASSWORD)],
-        "shoal-test-registry",
-        "shoal-test-issuer",
-    )
-    .unwrap();
-    let r = registry_on(
-        &plain.storage_dir,
-        RegistryOptions {
-            token: Some(issuer.token_registry_config()),
-            ..RegistryOptions::default()
-        },
+    let tr = token_registry(
+        tmp.path(),
+        &["public/busybox:latest", "private/busybox:latest"],
+        USER,
+        PASSWORD,
     );
+    let (r, issuer, built) = (&tr.registry, &tr.issuer, &tr.built);
     let d = daemon_with(insecure(&r.addr));
     let public = format!("{}/public/busybox:latest", r.addr);
     let private = format!("{}/private/busybox:latest", r.addr);

@@ -11,9 +11,6 @@ use common_cli::*;
 use serde_json::Value;
 use shoal_testkit::cluster::wait_until;
 use shoal_testkit::daemon::{Daemon, DaemonOptions};
-use shoal_testkit::images::ImageBuilder;
-use shoal_testkit::registry::{PushFormat, RegistryOptions};
-use shoal_testkit::token::TokenIssuer;
 
 const USER: &str = "edge";
 const PASSWORD: &str = "s3cret-pass";
@@ -37,24 +34,8 @@ fn with_registry_auth_lets_the_node_pull() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let plain = registry();
-    let (dir, _) = layout(tmp.path(), "busybox", &ImageBuilder::busybox());
-    plain
-        .push_layout(&dir, "private/busybox:latest", PushFormat::Oci, false)
-        .unwrap();
-    let issuer = TokenIssuer::start(
-        &[(USER, PASSWORD)],
-        "shoal-test-registry",
-        "shoal-test-issuer",
-    )
-    .unwrap();
-    let r = registry_on(
-        &plain.storage_dir,
-        RegistryOptions {
-            token: Some(issuer.token_registry_config()),
-            ..RegistryOptions::default()
-        },
-    );
+    let tr = token_registry(tmp.path(), &["private/busybox:latest"], USER, PASSWORD);
+    let (r, issuer) = (&tr.registry, &tr.issuer);
     let d = daemon_with(DaemonOptions {
         insecure_registries: vec![r.addr.clone()],
         ..DaemonOptions::default()

@@ -217,6 +217,46 @@ pub fn registry_on(storage: &Path, mut opts: RegistryOptions) -> Registry {
     Registry::start(opts).expect("start docker-registry")
 }
 
+/// A registry behind a bearer-token issuer, with the plain registry it shares storage
+/// with (kept alive) and the image it holds.
+pub struct TokenRegistry {
+    pub registry: Registry,
+    pub plain: Registry,
+    pub issuer: shoal_testkit::token::TokenIssuer,
+    pub built: BuiltImage,
+}
+
+/// A [`TokenRegistry`] whose issuer knows `user`/`password`, holding busybox under each of
+/// `repos` (e.g. `private/busybox:latest`).
+pub fn token_registry(tmp: &Path, repos: &[&str], user: &str, password: &str) -> TokenRegistry {
+    let plain = registry();
+    let (dir, built) = layout(tmp, "busybox", &ImageBuilder::busybox());
+    for repo in repos {
+        plain
+            .push_layout(&dir, repo, shoal_testkit::registry::PushFormat::Oci, false)
+            .expect("push");
+    }
+    let issuer = shoal_testkit::token::TokenIssuer::start(
+        &[(user, password)],
+        "shoal-test-registry",
+        "shoal-test-issuer",
+    )
+    .expect("token issuer");
+    let registry = registry_on(
+        &plain.storage_dir,
+        RegistryOptions {
+            token: Some(issuer.token_registry_config()),
+            ..RegistryOptions::default()
+        },
+    );
+    TokenRegistry {
+        registry,
+        plain,
+        issuer,
+        built,
+    }
+}
+
 /// Writes `img` as an OCI layout in a fresh dir under `root` and returns that dir.
 pub fn layout(root: &Path, name: &str, img: &ImageBuilder) -> (PathBuf, BuiltImage) {
     let dir = root.join(format!("layout-{name}"));

@@ -99,10 +99,12 @@ pub fn form(label: &str, managers: usize, workers: usize, extra_init: &[&str]) -
     let mt = token(&t, 0, "manager");
     let wt = token(&t, 0, "worker");
     for i in 1..managers {
-        join(&t, i, 0, &mt);
+        let out = join(&t, i, 0, &mt);
+        assert_eq!(out.trim(), "This node joined a swarm as a manager.");
     }
     for i in managers..managers + workers {
-        join(&t, i, 0, &wt);
+        let out = join(&t, i, 0, &wt);
+        assert_eq!(out.trim(), "This node joined a swarm as a worker.");
     }
     let n = managers + workers;
     assert!(
