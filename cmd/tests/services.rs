@@ -946,3 +946,190 @@ fn logs_follow() {
     let _ = child.wait();
     assert_eq!(seen.len(), 2, "followed lines from both nodes: {seen:?}");
 }
+
+/// The container flags reach the task's container: env (and env file), labels, workdir,
+/// user, hostname template, volume and tmpfs mounts, read-only root, limits, capabilities,
+/// entrypoint.
+#[test]
+fn container_flags_reach_the_task() {
+    let t = cluster("svc-flags", 1, 0);
+    let env_file = t.dir().join("svc.env");
+    std::fs::write(&env_file, "FROM_FILE=yes\n# comment\n").unwrap();
+    let env_file = env_file.to_str().unwrap().to_owned();
+    create(
+        &t,
+        0,
+        &[
+            "--name",
+            "flags",
+            "--stop-grace-period",
+            "0s",
+            "-e",
+            "GREETING=hi",
+            "--env-file",
+            &env_file,
+            "--container-label",
+            "tier=edge",
+            "--label",
+            "team=ops",
+            "-w",
+            "/data",
+            "-u",
+            "1000:1000",
+            "--hostname",
+            "{{.Service.Name}}-{{.Task.Slot}}",
+            "--mount",
+            "type=volume,source=flagsdata,target=/data",
+            "--mount",
+            "type=tmpfs,target=/scratch,tmpfs-size=1m",
+            "--read-only",
+            "--limit-memory",
+            "32m",
+            "--limit-pids",
+            "50",
+            "--cap-drop",
+            "ALL",
+            "--entrypoint",
+            "sh",
+            "busybox",
+            "-c",
+            "echo env=$GREETING/$FROM_FILE; echo id=$(id -u):$(id -g); echo host=$(hostname); echo pwd=$(pwd); \
+             touch /rootfs-test 2>/dev/null && echo rw || echo ro; \
+             grep -c ' /scratch ' /proc/mounts; \
+             cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+             grep CapEff /proc/self/status; sleep 3600",
+        ],
+    );
+    wait_running(&t, 0, "flags", 1, Duration::from_secs(60));
+    let logs = || t.ok(0, &["service", "logs", "--raw", "flags"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || logs().contains("CapEff")),
+        "{}",
+        logs()
+    );
+    let out = logs();
+    for want in [
+        "env=hi/yes",
+        "id=1000:1000",
+        "host=flags-1",
+        "pwd=/data",
+        "ro",
+        "33554432",
+        "CapEff:\t0000000000000000",
+    ] {
+        assert!(out.contains(want), "{want:?} in\n{out}");
+    }
+    let c = &containers(&t, 0, "flags.")[0];
+    let labels = c["Labels"].as_str().unwrap_or_default();
+    assert!(labels.contains("tier=edge"), "{labels}");
+    assert!(
+        labels.contains("com.docker.swarm.service.name=flags"),
+        "{labels}"
+    );
+    let vols = t.ok(0, &["volume", "ls", "-q"]);
+    assert!(vols.lines().any(|v| v == "flagsdata"), "{vols}");
+}
+
+/// A worker's daemon is killed and restarted: its agent re-adopts the running task
+/// containers; nothing runs twice.
+#[test]
+fn restarted_worker_daemon_keeps_its_tasks() {
+    let mut t = cluster("svc-restart-d", 1, 1);
+    create(
+        &t,
+        0,
+        &[
+            "--name",
+            "stay",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.role==worker",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_running(&t, 0, "stay", 2, Duration::from_secs(60));
+    let ids = |t: &TestNet| -> Vec<String> {
+        let mut v: Vec<String> = containers(t, 1, "stay.")
+            .iter()
+            .filter(|c| c["State"] == "running")
+            .map(|c| c["ID"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = ids(&t);
+    assert_eq!(before.len(), 2);
+    t.kill9(1);
+    t.restart(1).expect("restart the worker's daemon");
+    assert!(
+        wait_until(Duration::from_secs(30), || nodes(&t, 0)
+            .iter()
+            .all(|n| n["Status"] == "Ready")
+            && running(&t, 0, "stay").len() == 2),
+        "{:#?}",
+        tasks(&t, 0, "stay")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(ids(&t), before, "the same containers run, none twice");
+    assert_eq!(running(&t, 0, "stay").len(), 2);
+}
+
+/// `service rollback` during a slow rolling update stops the update and returns to the
+/// previous spec.
+#[test]
+fn rollback_during_an_update() {
+    let t = cluster("svc-rb", 1, 0);
+    create(
+        &t,
+        0,
+        &[
+            "--name",
+            "slow",
+            "--replicas",
+            "3",
+            "--stop-grace-period",
+            "0s",
+            "--update-delay",
+            "30s",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_running(&t, 0, "slow", 3, Duration::from_secs(60));
+    t.ok(0, &["service", "update", "-d", "--env-add", "V=2", "slow"]);
+    // One task updated, then the 30 s delay.
+    assert!(
+        wait_until(Duration::from_secs(30), || running(&t, 0, "slow")
+            .iter()
+            .filter(|x| x["Spec"]["ContainerSpec"]["Env"][0] == "V=2")
+            .count()
+            == 1),
+        "{:#?}",
+        tasks(&t, 0, "slow")
+    );
+    assert_eq!(service(&t, 0, "slow")["UpdateStatus"]["State"], "updating");
+    let started = Instant::now();
+    let out = t.ok(0, &["service", "rollback", "-d", "slow"]);
+    assert!(out.contains("slow"), "{out}");
+    assert!(
+        wait_until(Duration::from_secs(25), || {
+            let s = service(&t, 0, "slow");
+            s["UpdateStatus"]["State"] == "rollback_completed"
+                && running(&t, 0, "slow").len() == 3
+                && running(&t, 0, "slow")
+                    .iter()
+                    .all(|x| x["Spec"]["ContainerSpec"].get("Env").is_none())
+        }),
+        "{:#}\n{:#?}",
+        service(&t, 0, "slow"),
+        tasks(&t, 0, "slow")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the rollback did not wait out the update delay"
+    );
+}
