@@ -110,6 +110,78 @@ fn replicas_spread_and_scale() {
         );
     }
     assert!(ps.contains("Running"), "{ps}");
+    // Filters and -q (Docker's): desired state, node, ID, name; a bad value is refused.
+    let live = t.ok(
+        0,
+        &[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            "web",
+        ],
+    );
+    assert_eq!(live.lines().count(), 2, "{live}");
+    let on_node0 = t.ok(
+        0,
+        &[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "node=node0",
+            "--filter",
+            "desired-state=running",
+            "web",
+        ],
+    );
+    assert_eq!(
+        on_node0.lines().count(),
+        spread(&t, 0, "web")[0],
+        "{on_node0}"
+    );
+    let one = live.lines().next().unwrap_or_default();
+    let by_id = t.ok(
+        0,
+        &[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            &format!("id={one}"),
+            "web",
+        ],
+    );
+    assert_eq!(by_id.trim(), one);
+    let by_name = t.ok(
+        0,
+        &[
+            "service",
+            "ps",
+            "--filter",
+            "name=web.1",
+            "--format",
+            "{{.Name}}",
+            "web",
+        ],
+    );
+    assert!(
+        by_name
+            .lines()
+            .all(|l| l.trim_start_matches("\\_ ").trim() == "web.1"),
+        "{by_name}"
+    );
+    let bad = t.run(
+        0,
+        &["service", "ps", "--filter", "desired-state=sleeping", "web"],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("sleeping"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     // rm: every task's container goes away.
     t.ok(0, &["service", "rm", "web"]);
