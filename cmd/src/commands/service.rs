@@ -780,7 +780,10 @@ pub fn current_state(task: &Value, now: DateTime<Utc>) -> String {
         let ago = format::human_duration(now.signed_duration_since(t)).to_lowercase();
         s.push_str(&format!(" {ago} ago"));
     }
+    // Health only describes a live container (an ended task's error says why it ended).
+    let live = matches!(st["State"].as_str(), Some("running" | "starting"));
     match st["Health"].as_str().unwrap_or_default() {
+        _ if !live => {}
         "" => {}
         "starting" => s.push_str(" (health: starting)"),
         h => s.push_str(&format!(" ({h})")),
