@@ -340,6 +340,32 @@ fn restart_policy_limits() {
     assert!(ps.contains("Failed"), "{ps}");
     assert!(ps.contains("\"task: non-zero exit (3)\""), "{ps}");
     assert!(ps.contains("\\_ crash.1"), "history rows: {ps}");
+    // Without -d, create waits for convergence and fails, with the task's error, when a
+    // slot gets no replacement.
+    let o = t.run(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "never",
+            "--restart-max-attempts",
+            "1",
+            "--restart-delay",
+            "0s",
+            "busybox",
+            "sh",
+            "-c",
+            "exit 4",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("task: non-zero exit (4)"), "{err}");
     // A task that completes with condition none is not restarted.
     create(
         &t,

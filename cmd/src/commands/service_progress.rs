@@ -744,6 +744,79 @@ impl Screen {
 /// `quiet`). `stale_status`: see [`Tracker::new`]. Ctrl-C stops waiting, not the
 /// operation. Fails (exit 1) when the update or rollback pauses, or an update is rolled
 /// back.
+/// How long after a slot's last task ended (beyond the restart delay) no replacement
+/// means the orchestrator will not make one.
+const STUCK_GRACE: Duration = Duration::from_secs(3);
+
+/// A replicated or global service that cannot converge: a slot (or node) whose last task
+/// ended and that gets no replacement (restart condition `none`/`on-failure`, or the
+/// maximum attempts used up). Returns Docker's slot line with the task's error.
+pub fn stuck(svc: &Value, tasks: &[Value], now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    let mode = &svc["Spec"]["Mode"];
+    let replicated = mode.get("Replicated").is_some()
+        || (mode.get("Global").is_none()
+            && mode.get("ReplicatedJob").is_none()
+            && mode.get("GlobalJob").is_none());
+    let global = mode.get("Global").is_some();
+    if !replicated && !global {
+        return None;
+    }
+    let delay = svc["Spec"]["TaskTemplate"]["RestartPolicy"]["Delay"]
+        .as_i64()
+        .map_or(Duration::from_secs(5), |n| {
+            Duration::from_nanos(u64::try_from(n).unwrap_or(0))
+        });
+    let key = |t: &Value| -> String {
+        if global {
+            t["NodeID"].as_str().unwrap_or_default().to_owned()
+        } else {
+            t["Slot"].as_u64().unwrap_or(0).to_string()
+        }
+    };
+    let wanted: BTreeSet<String> = if global {
+        tasks.iter().map(key).collect()
+    } else {
+        let n = mode["Replicated"]["Replicas"].as_u64().unwrap_or(1);
+        (1..=n).map(|i| i.to_string()).collect()
+    };
+    let total = wanted.len();
+    for k in &wanted {
+        let mine: Vec<&Value> = tasks.iter().filter(|t| &key(t) == k).collect();
+        let live = mine.iter().any(|t| {
+            t["DesiredState"] == "running"
+                && !terminal(t["Status"]["State"].as_str().unwrap_or_default())
+        });
+        if live || mine.is_empty() {
+            continue;
+        }
+        let newest = mine.iter().max_by_key(|t| {
+            t["Status"]["Timestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })?;
+        let ended = chrono::DateTime::parse_from_rfc3339(
+            newest["Status"]["Timestamp"].as_str().unwrap_or_default(),
+        )
+        .ok()?
+        .with_timezone(&chrono::Utc);
+        let quiet = (now - ended).to_std().unwrap_or(Duration::ZERO);
+        if newest["DesiredState"] != "running" && quiet > delay + STUCK_GRACE {
+            let err = newest["Status"]["Err"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+                .unwrap_or_else(|| newest["Status"]["State"].as_str().unwrap_or("ended"));
+            let name = if global {
+                k.chars().take(12).collect::<String>()
+            } else {
+                format!("{k}/{total}")
+            };
+            return Some(format!("{name}: {err}"));
+        }
+    }
+    None
+}
+
 pub async fn wait(
     c: &Client,
     service: &str,
@@ -768,7 +841,15 @@ pub async fn wait(
                 let filters = json!({ "service": [id] }).to_string();
                 let tasks: Vec<Value> = c.get(&format!("/tasks?filters={}", q(&filters))).await?;
                 let nodes: Vec<Value> = c.get("/nodes").await?;
-                tracker.tasks(&svc, &tasks, &active_nodes(&nodes), start.elapsed())
+                match tracker.tasks(&svc, &tasks, &active_nodes(&nodes), start.elapsed()) {
+                    Step::Continue => match stuck(&svc, &tasks, chrono::Utc::now()) {
+                        Some(why) => {
+                            Step::Failed(format!("service {service} cannot converge: {why}"))
+                        }
+                        None => Step::Continue,
+                    },
+                    other => other,
+                }
             }
             other => other,
         };
@@ -802,6 +883,40 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_without_replacement_cannot_converge() {
+        let now = chrono::Utc::now();
+        let ago = |s: i64| (now - chrono::Duration::seconds(s)).to_rfc3339();
+        let svc = json!({"Spec": {"Mode": {"Replicated": {"Replicas": 2}},
+            "TaskTemplate": {"RestartPolicy": {"Condition": "on-failure", "Delay": 100_000_000i64}}}});
+        let t = |slot: u64, desired: &str, state: &str, at: String, err: &str| {
+            json!({"Slot": slot, "DesiredState": desired,
+                   "Status": {"State": state, "Timestamp": at, "Err": err}})
+        };
+        // Slot 2 failed 10 s ago and nothing replaced it.
+        let tasks = vec![
+            t(1, "running", "running", ago(20), ""),
+            t(2, "shutdown", "failed", ago(10), "task: non-zero exit (1)"),
+        ];
+        assert_eq!(
+            stuck(&svc, &tasks, now).as_deref(),
+            Some("2/2: task: non-zero exit (1)")
+        );
+        // Just failed: a replacement may still come.
+        let fresh = vec![
+            t(1, "running", "running", ago(20), ""),
+            t(2, "shutdown", "failed", ago(1), "task: non-zero exit (1)"),
+        ];
+        assert_eq!(stuck(&svc, &fresh, now), None);
+        // Replaced: fine.
+        let mut replaced = tasks.clone();
+        replaced.push(t(2, "running", "starting", ago(0), ""));
+        assert_eq!(stuck(&svc, &replaced, now), None);
+        // Jobs are judged by their completions, not here.
+        let job = json!({"Spec": {"Mode": {"ReplicatedJob": {"TotalCompletions": 1}}}});
+        assert_eq!(stuck(&job, &tasks, now), None);
+    }
 
     const FULL: &str = "[==================================================>]";
     const EMPTY: &str = "[>                                                  ]";
