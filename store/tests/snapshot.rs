@@ -51,8 +51,13 @@ async fn a_new_manager_catches_up_by_snapshot_after_compaction() {
     let m4 = start(&net, cfg4).await;
     let mut events = m4.subscribe();
     s[&1].add_manager(4, addr(4)).await.unwrap();
+    // The leader returns once the membership change is committed; the new manager learns
+    // of it a moment later.
+    eventually(Duration::from_secs(5), "m4 sees itself as a voter", || {
+        m4.status().voters.contains_key(&4)
+    })
+    .await;
     let st4 = m4.status();
-    assert!(st4.voters.contains_key(&4), "{st4:?}");
     assert!(
         st4.snapshot_index >= before.snapshot_index,
         "m4 snapshot {} < leader's {}",
