@@ -705,18 +705,30 @@ struct Screen {
     tty: bool,
     quiet: bool,
     drawn: usize,
+    /// Off a terminal: the lines printed last, so only changes are printed again.
+    printed: Vec<String>,
 }
 
 impl Screen {
     fn draw(&mut self, lines: &Lines) -> std::io::Result<()> {
-        if self.quiet || !self.tty {
+        if self.quiet {
             return Ok(());
         }
+        let rendered = lines.render();
         let mut out = std::io::stdout().lock();
+        if !self.tty {
+            // A log, not a screen: each line once more whenever it changed.
+            for (i, l) in rendered.iter().enumerate() {
+                if self.printed.get(i) != Some(l) {
+                    writeln!(out, "{l}")?;
+                }
+            }
+            self.printed = rendered;
+            return out.flush();
+        }
         if self.drawn > 0 {
             write!(out, "\x1b[{}A", self.drawn)?;
         }
-        let rendered = lines.render();
         for l in &rendered {
             write!(out, "\r\x1b[2K{l}\n")?;
         }
@@ -724,26 +736,12 @@ impl Screen {
         out.flush()
     }
 
-    /// The final state: redrawn on a terminal, printed once otherwise.
+    /// The final state: redrawn on a terminal, its changed lines otherwise.
     fn finish_plain(&mut self, lines: &Lines) -> std::io::Result<()> {
-        if self.quiet {
-            return Ok(());
-        }
-        if self.tty {
-            return self.draw(lines);
-        }
-        let mut out = std::io::stdout().lock();
-        for l in lines.render() {
-            writeln!(out, "{l}")?;
-        }
-        out.flush()
+        self.draw(lines)
     }
 }
 
-/// Waits until the service converges, showing docker's progress on stdout (nothing with
-/// `quiet`). `stale_status`: see [`Tracker::new`]. Ctrl-C stops waiting, not the
-/// operation. Fails (exit 1) when the update or rollback pauses, or an update is rolled
-/// back.
 /// How long after a slot's last task ended (beyond the restart delay) no replacement
 /// means the orchestrator will not make one.
 const STUCK_GRACE: Duration = Duration::from_secs(3);
@@ -817,6 +815,10 @@ pub fn stuck(svc: &Value, tasks: &[Value], now: chrono::DateTime<chrono::Utc>) -
     None
 }
 
+/// Waits until the service converges, showing docker's progress on stdout (nothing with
+/// `quiet`). `stale_status`: see [`Tracker::new`]. Ctrl-C stops waiting, not the
+/// operation. Fails (exit 1) when the update or rollback pauses, or an update is rolled
+/// back.
 pub async fn wait(
     c: &Client,
     service: &str,
@@ -829,6 +831,7 @@ pub async fn wait(
         tty: std::io::stdout().is_terminal(),
         quiet,
         drawn: 0,
+        printed: Vec::new(),
     };
     let start = Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
