@@ -21,9 +21,10 @@
 //! - scale-down sets desired `Remove` (as SwarmKit), removing first from the nodes with
 //!   the most copies, then tasks that are not running, then higher slots; the reaper
 //!   deletes them once stopped;
-//! - a task whose node is down, drained or gone is replaced at once, whatever the restart
-//!   policy, and the replacement keeps the slot's restart count (a lost node is not a
-//!   failure of the task);
+//! - a task whose node is down, drained or gone, or no longer meets the task's placement
+//!   constraints (SwarmKit's constraint enforcer), is replaced at once, whatever the
+//!   restart policy, and the replacement keeps the slot's restart count (a lost node is
+//!   not a failure of the task);
 //! - a slot that ended for good (restart policy) stays empty until the service's spec
 //!   version changes; then, as SwarmKit's reconcile does, it gets a new task;
 //! - a completed job task gets desired `Complete` (what `ps` shows for Docker's jobs);
@@ -206,6 +207,17 @@ impl<'a> Work<'a> {
             || self.node(node_id).is_some_and(|n| {
                 n.status.state != NodeState::Down && n.spec.availability != Availability::Drain
             })
+    }
+
+    /// Whether a replicated task can stay where it is: its node is usable and still meets
+    /// the task's placement constraints (node labels can change under it: SwarmKit's
+    /// constraint enforcer moves such tasks).
+    fn task_fits(&self, t: &Task) -> bool {
+        self.node_usable(&t.node_id)
+            && (t.node_id.is_empty()
+                || self.node(&t.node_id).is_none_or(|n| {
+                    crate::orchestrator::constraint::node_matches_placement(n, &t.spec.placement())
+                }))
     }
 
     /// Whether a task's node is drained or gone (replacements then start without the

@@ -76,7 +76,7 @@ pub(super) fn retire<'a>(w: &mut Work<'a>, t: &'a Task, rules: &Rules) {
             TaskState::Shutdown
         };
         w.set_desired(t, to);
-    } else if rules.follow_node_loss && !w.node_usable(&cur.node_id) {
+    } else if rules.follow_node_loss && !w.task_fits(cur) {
         w.set_desired(t, TaskState::Shutdown);
     }
 }
@@ -113,7 +113,7 @@ pub(super) fn evaluate<'a>(
     let outdated = rules.check_version && is_outdated(service, n);
     // Still on its node (it reached one and has not ended).
     if n.status.state >= TaskState::Assigned && !n.status.state.is_terminal() {
-        if rules.follow_node_loss && !w.node_usable(&n.node_id) {
+        if rules.follow_node_loss && !w.task_fits(n) {
             // Its node is lost: replace it at once. A lost node is not the task's failure,
             // so the slot's restart count carries over.
             return SlotState::Replace(if outdated {

@@ -523,6 +523,30 @@ fn tasks_of_down_and_drained_nodes_are_replaced_at_once() {
 }
 
 #[test]
+fn tasks_on_nodes_that_stop_matching_constraints_are_replaced() {
+    let mut sim = three_nodes();
+    for n in ["n1", "n2"] {
+        sim.node_mut(n)
+            .spec
+            .labels
+            .insert("zone".into(), "a".into());
+    }
+    sim.add_service("web", ServiceMode::replicated(2));
+    sim.service_mut("web").spec.task_template.placement = Some(shoal_store::model::Placement {
+        constraints: vec!["node.labels.zone==a".into()],
+        ..Default::default()
+    });
+    sim.step();
+    sim.assign("t1", "n1");
+    sim.assign("t2", "n2");
+    sim.settle();
+    // n1's label goes: its task is moved (SwarmKit's constraint enforcer), n2's stays.
+    sim.node_mut("n1").spec.labels.remove("zone");
+    assert_eq!(sim.step(), s(&["~t1 shutdown", "+t3 web.1"]));
+    assert_eq!(sim.step(), Vec::<String>::new());
+}
+
+#[test]
 fn a_task_failing_on_a_drained_node_restarts_without_delay() {
     let mut sim = three_nodes();
     sim.add_service("web", ServiceMode::replicated(1));
