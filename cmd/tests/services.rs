@@ -917,6 +917,19 @@ fn unschedulable_tasks_are_explained_then_placed() {
     t.ok(0, &["node", "update", "--label-add", "zone=east", "node1"]);
     wait_running(&t, 0, "east", 1, Duration::from_secs(30));
     assert_eq!(spread(&t, 0, "east"), vec![0, 1]);
+    // The label goes: the task no longer fits its node and is moved (here: nowhere).
+    t.ok(0, &["node", "update", "--label-rm", "zone", "node1"]);
+    assert!(
+        wait_until(Duration::from_secs(30), || running(&t, 0, "east")
+            .is_empty()
+            && tasks(&t, 0, "east").iter().any(|x| x["Status"]["State"]
+                == "pending"
+                && x["DesiredState"] == "running")),
+        "{:#?}",
+        tasks(&t, 0, "east")
+    );
+    t.ok(0, &["node", "update", "--label-add", "zone=east", "node1"]);
+    wait_running(&t, 0, "east", 1, Duration::from_secs(30));
     // Reservations no node can meet.
     create(
         &t,
