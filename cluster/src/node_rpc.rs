@@ -22,6 +22,50 @@ use crate::rpc::{LogLine, LogsRequest, LogsResponse, PeerNode, code, method};
 use crate::swarm::{Member, remote};
 use crate::transport::{Endpoint, Peer, RemoteError};
 
+/// Errors of node calls made from this node (logs from a peer, images from a peer).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeRpcError {
+    #[error("invalid node address {addr}")]
+    Address { addr: String },
+    #[error("call to {addr} failed: {source}")]
+    Call {
+        addr: String,
+        #[source]
+        source: crate::transport::TransportError,
+    },
+    #[error("cannot encode or decode a {what} message: {source}")]
+    Codec {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr} sent a short or shrinking archive of {digest}")]
+    Truncated { addr: String, digest: String },
+    #[error("cannot import {digest} from {addr}: {source}")]
+    Import {
+        addr: String,
+        digest: String,
+        #[source]
+        source: shoal_image::ImageError,
+    },
+    #[error("the archive of {digest} from {addr} held no image")]
+    Empty { addr: String, digest: String },
+    #[error("no peer has {digest}")]
+    NoPeer { digest: String },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NodeRpcError {
+    let path = path.to_owned();
+    move |source| NodeRpcError::Io { op, path, source }
+}
+
 /// The label that ties a container to its task.
 pub const TASK_LABEL: &str = "com.docker.swarm.task.id";
 
@@ -132,16 +176,25 @@ pub async fn remote_logs(
     node_id: &str,
     addr: &str,
     req: &LogsRequest,
-) -> Result<LogsResponse, String> {
-    let sa: SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("invalid node address {addr}"))?;
-    let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+) -> Result<LogsResponse, NodeRpcError> {
+    let sa: SocketAddr = addr.parse().map_err(|_| NodeRpcError::Address {
+        addr: addr.to_owned(),
+    })?;
+    let body = serde_json::to_vec(req).map_err(|source| NodeRpcError::Codec {
+        what: "logs",
+        source,
+    })?;
     let out = endpoint
         .call_with_timeout(sa, node_id, method::LOGS, body, Duration::from_secs(10))
         .await
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&out).map_err(|e| e.to_string())
+        .map_err(|source| NodeRpcError::Call {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    serde_json::from_slice(&out).map_err(|source| NodeRpcError::Codec {
+        what: "logs",
+        source,
+    })
 }
 
 // ----- images --------------------------------------------------------------------------
@@ -250,8 +303,10 @@ pub async fn fetch_image(
     dir: &Path,
     peers: &[PeerNode],
     digest: &str,
-) -> Result<ImageRecord, String> {
-    let mut last = format!("no peer has {digest}");
+) -> Result<ImageRecord, NodeRpcError> {
+    let mut last = NodeRpcError::NoPeer {
+        digest: digest.to_owned(),
+    };
     for peer in peers {
         match fetch_from(engine, endpoint, dir, peer, digest).await {
             Ok(r) => return Ok(r),
@@ -270,14 +325,14 @@ async fn fetch_from(
     dir: &Path,
     peer: &PeerNode,
     digest: &str,
-) -> Result<ImageRecord, String> {
-    let sa: SocketAddr = peer
-        .addr
+) -> Result<ImageRecord, NodeRpcError> {
+    let addr = peer.addr.clone();
+    let sa: SocketAddr = addr
         .parse()
-        .map_err(|_| format!("invalid peer address {}", peer.addr))?;
+        .map_err(|_| NodeRpcError::Address { addr: addr.clone() })?;
     tokio::fs::create_dir_all(dir)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(io_err("create", dir))?;
     let part = dir.join(format!(
         "fetch-{}-{}.part",
         digest.trim_start_matches("sha256:"),
@@ -286,14 +341,17 @@ async fn fetch_from(
     let result = async {
         let mut f = tokio::fs::File::create(&part)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(io_err("create", &part))?;
         let mut offset = 0u64;
         loop {
             let body = serde_json::to_vec(&crate::rpc::ImageRequest {
                 digest: digest.to_owned(),
                 offset,
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| NodeRpcError::Codec {
+                what: "image",
+                source,
+            })?;
             let out = endpoint
                 .call_with_timeout(
                     sa,
@@ -303,37 +361,46 @@ async fn fetch_from(
                     Duration::from_secs(60),
                 )
                 .await
-                .map_err(|e| e.to_string())?;
-            if out.len() < 8 {
-                return Err("short image chunk".to_owned());
-            }
-            let mut total = [0u8; 8];
-            total.copy_from_slice(&out[..8]);
-            let total = u64::from_be_bytes(total);
-            let data = &out[8..];
-            f.write_all(data).await.map_err(|e| e.to_string())?;
+                .map_err(|source| NodeRpcError::Call {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let truncated = || NodeRpcError::Truncated {
+                addr: addr.clone(),
+                digest: digest.to_owned(),
+            };
+            let (total, data) = out.split_first_chunk::<8>().ok_or_else(truncated)?;
+            let total = u64::from_be_bytes(*total);
+            f.write_all(data).await.map_err(io_err("write", &part))?;
             offset += data.len() as u64;
             if offset >= total {
                 break;
             }
             if data.is_empty() {
-                return Err("image archive shrank while fetching".to_owned());
+                return Err(truncated());
             }
         }
-        f.flush().await.map_err(|e| e.to_string())?;
+        f.flush().await.map_err(io_err("write", &part))?;
         drop(f);
         let file = tokio::fs::File::open(&part)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(io_err("open", &part))?;
         let records = engine
             .images
             .import(file, None, shoal_image::ProgressSink::none())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| NodeRpcError::Import {
+                addr: addr.clone(),
+                digest: digest.to_owned(),
+                source,
+            })?;
         records
             .into_iter()
             .next()
-            .ok_or_else(|| "the peer's archive held no image".to_owned())
+            .ok_or_else(|| NodeRpcError::Empty {
+                addr: addr.clone(),
+                digest: digest.to_owned(),
+            })
     }
     .await;
     let _ = tokio::fs::remove_file(&part).await;
