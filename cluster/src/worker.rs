@@ -536,6 +536,10 @@ pub fn moved(prev: &TaskStatus, state: TaskState, message: &str, now: DateTime<U
         container: prev.container.clone(),
         health: prev.health.clone(),
         paused: prev.paused && !state.is_terminal(),
+        started_at: match prev.started_at {
+            None if state == TaskState::Running => Some(now),
+            s => s,
+        },
     }
 }
 
@@ -554,6 +558,7 @@ pub fn fatal(prev: &TaskStatus, err: String, now: DateTime<Utc>) -> TaskStatus {
         container: prev.container.clone(),
         health: prev.health.clone(),
         paused: false,
+        started_at: prev.started_at,
     }
 }
 
@@ -600,6 +605,7 @@ pub fn adopted_status(container_id: &str, live: &Live) -> Option<TaskStatus> {
                 exit_code: 0,
             }),
             paused: live.paused,
+            started_at: live.started_at,
             ..TaskStatus::default()
         }),
         Status::Exited | Status::Dead | Status::Removing => {
@@ -608,6 +614,7 @@ pub fn adopted_status(container_id: &str, live: &Live) -> Option<TaskStatus> {
             let started = TaskStatus {
                 state: TaskState::Running,
                 message: "started".into(),
+                started_at: live.started_at,
                 ..TaskStatus::default()
             };
             let when = exit.map_or_else(Utc::now, |e| e.finished_at);

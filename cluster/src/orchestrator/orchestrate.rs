@@ -30,8 +30,8 @@
 //! - a completed job task gets desired `Complete` (what `ps` shows for Docker's jobs);
 //! - an automatic rollback swaps `spec` and `previous_spec` (SwarmKit clears the
 //!   previous spec) and bumps the spec version;
-//! - update failures are counted for the whole update, not within `monitor` of each task
-//!   starting (a task does not record when it started running).
+//! - an update failure is a task made by the update that ends by itself within `monitor`
+//!   of first running (`status.started_at`, set by the node), or without ever running.
 //!
 //! The submodules: `slots` reads a slot (and holds the restart supervisor),
 //! `replicated`, `global` and `jobs` run each mode, `update` the rolling updates

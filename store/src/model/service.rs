@@ -662,6 +662,9 @@ pub struct TaskStatus {
     pub health: String,
     /// Whether the container is frozen now.
     pub paused: bool,
+    /// When the task first ran (kept in later states): a rolling update counts a task that
+    /// ends within its monitor window from here as failed.
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// The container behind a task.

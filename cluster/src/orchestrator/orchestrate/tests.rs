@@ -902,6 +902,29 @@ fn failing_update_pauses() {
 }
 
 #[test]
+fn a_task_failing_after_the_monitor_window_is_not_an_update_failure() {
+    let mut sim = running_service(3, update_config(1, 0, "stop-first", "pause", 5));
+    sim.update_spec("web", new_image);
+    sim.step();
+    sim.settle();
+    assert_eq!(sim.step(), s(&["+t4 web.1"]));
+    sim.settle();
+    let now = sim.view.now;
+    sim.view
+        .tasks
+        .iter_mut()
+        .find(|t| t.id == "t4")
+        .unwrap()
+        .status
+        .started_at = Some(now);
+    sim.advance(10);
+    sim.set("t4", TaskState::Failed);
+    let (_, summary) = sim.round();
+    assert!(summary.iter().all(|l| !l.contains("paused")), "{summary:?}");
+    // The same failure inside the window pauses (see `failing_update_pauses`).
+}
+
+#[test]
 fn failing_update_rolls_back() {
     let mut sim = running_service(3, update_config(1, 0, "stop-first", "rollback", 5));
     let old = sim.service("web").spec.clone();

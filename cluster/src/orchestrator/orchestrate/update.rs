@@ -37,10 +37,16 @@ fn made_by_update(service: &Service, status: &UpdateStatus, t: &Task) -> bool {
         && created(t) >= status.started_at.unwrap_or_default()
 }
 
-/// Whether a task ended by itself (anything but being told to stop).
-fn failed(t: &Task) -> bool {
+/// Whether a task ended by itself (anything but being told to stop) before it had run
+/// for the monitor window (a task that never ran counts too).
+fn failed(t: &Task, monitor: std::time::Duration) -> bool {
+    let early = match (t.status.started_at, t.status.timestamp) {
+        (Some(started), Some(ended)) => (ended - started).to_std().unwrap_or_default() <= monitor,
+        _ => true,
+    };
     t.status.state.is_terminal()
         && !matches!(t.status.state, TaskState::Shutdown | TaskState::Remove)
+        && early
 }
 
 /// Applies the failure action when too many tasks made by the update in progress failed:
@@ -57,7 +63,7 @@ pub(super) fn check_failures(w: &Work<'_>, service: &mut Service, tasks: &[&Task
     let failures: Vec<&Task> = tasks
         .iter()
         .copied()
-        .filter(|t| made_by_update(service, &status, t) && failed(t))
+        .filter(|t| made_by_update(service, &status, t) && failed(t, cfg.monitor()))
         .collect();
     // The failure that tipped it (the latest one).
     let Some(last) = failures.iter().max_by(|a, b| {
