@@ -383,6 +383,17 @@ pub(crate) fn enter_namespaces(
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some()
+            && self
+                .cli()
+                .args(["ps", "-aq", "--filter", "label=com.docker.swarm.task.id"])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty())
+        {
+            // A swarm node would replace removed task containers: leave first (that also
+            // removes them).
+            let _ = self.cli().args(["swarm", "leave", "--force"]).output();
+        }
+        if self.child.is_some()
             && let Ok(o) = self.cli().args(["ps", "-aq", "--no-trunc"]).output()
         {
             for id in String::from_utf8_lossy(&o.stdout).lines() {
@@ -404,8 +415,10 @@ impl Drop for Daemon {
                 }
             }
         }
-        // The daemon removes its cgroup parent on a clean stop; a killed one cannot.
-        shoal_runtime::cgroups::remove_parent(&shoal_runtime::cgroups::default_parent(
+        // Workloads whose helper was killed above live on in their cgroups: kill them and
+        // remove the cgroups (the daemon removes its parent on a clean stop; a killed one
+        // cannot).
+        kill_cgroup_tree(&shoal_runtime::cgroups::default_parent(
             &self.data,
             Path::new("/var/lib/shoal"),
         ));
@@ -440,4 +453,52 @@ fn dechunk(mut rest: &str) -> String {
         rest = tail[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Kills every process in the cgroup subtree `parent` (in every v1 hierarchy, or the v2
+/// one) and removes the subtree, deepest first.
+pub fn kill_cgroup_tree(parent: &str) {
+    let rel = parent.trim_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let roots: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(rel))
+        .chain(std::iter::once(Path::new("/sys/fs/cgroup").join(rel)))
+        .filter(|p| p.is_dir())
+        .collect();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), out);
+            }
+        }
+        out.push(dir.to_owned());
+    }
+    let mut dirs = Vec::new();
+    for r in &roots {
+        walk(r, &mut dirs);
+    }
+    for _ in 0..50 {
+        let mut alive = false;
+        for d in &dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                alive = true;
+                // SAFETY: kill(2) of a process in this daemon's own cgroup subtree.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if !alive {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Children were pushed before their parents.
+    for d in &dirs {
+        let _ = std::fs::remove_dir(d);
+    }
 }

@@ -799,7 +799,9 @@ pub fn stuck(svc: &Value, tasks: &[Value], now: chrono::DateTime<chrono::Utc>) -
         .ok()?
         .with_timezone(&chrono::Utc);
         let quiet = (now - ended).to_std().unwrap_or(Duration::ZERO);
-        if newest["DesiredState"] != "running" && quiet > delay + STUCK_GRACE {
+        let ended_for_good = newest["DesiredState"] != "running"
+            && terminal(newest["Status"]["State"].as_str().unwrap_or_default());
+        if ended_for_good && quiet > delay + STUCK_GRACE {
             let err = newest["Status"]["Err"]
                 .as_str()
                 .filter(|e| !e.is_empty())
@@ -912,6 +914,12 @@ mod tests {
             t(2, "shutdown", "failed", ago(1), "task: non-zero exit (1)"),
         ];
         assert_eq!(stuck(&svc, &fresh, now), None);
+        // Being stopped (a stop-first update): not stuck, however long ago it started.
+        let stopping = vec![
+            t(1, "running", "running", ago(20), ""),
+            t(2, "shutdown", "running", ago(60), ""),
+        ];
+        assert_eq!(stuck(&svc, &stopping, now), None);
         // Replaced: fine.
         let mut replaced = tasks.clone();
         replaced.push(t(2, "running", "starting", ago(0), ""));
