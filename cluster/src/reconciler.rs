@@ -70,7 +70,18 @@ pub(crate) async fn run(mgr: Weak<Manager>) {
 /// One round: decide and propose. Returns when the next round is due at the latest.
 async fn round(mgr: &Manager) -> Result<Option<chrono::DateTime<Utc>>, SwarmError> {
     let view = read_view(mgr)?;
-    let plan = decide(view, &mut || crate::pki::new_node_id().unwrap_or_default());
+    let mut no_ids = None;
+    let plan = decide(view, &mut || match crate::pki::new_node_id() {
+        Ok(id) => id,
+        Err(e) => {
+            no_ids.get_or_insert(e);
+            String::new()
+        }
+    });
+    if let Some(e) = no_ids {
+        // Without randomness no task can be named: propose nothing this round.
+        return Err(SwarmError::Pki(e));
+    }
     if plan.is_empty() {
         return Ok(plan.wake_at);
     }
