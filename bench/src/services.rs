@@ -23,12 +23,11 @@
 //! Needs root. Everything it starts goes when it ends, also after an error: the daemons
 //! and TestNets by their destructors, Docker by [`DockerEngine`]'s.
 
+mod http;
 mod stats;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +35,7 @@ use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use http::Reply;
 use serde_json::Value;
 use shoal_testkit::cluster::TestNet;
 use shoal_testkit::images::ImageBuilder;
@@ -109,42 +109,14 @@ fn parse_args() -> Result<Args> {
 
 // ----- a tiny HTTP/1.1 client over a unix socket -----------------------------------------
 
-/// A response: status and body.
-#[derive(Debug, PartialEq)]
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-}
-
 /// One request without a body.
 fn request(sock: &Path, method: &str, path: &str) -> Result<Reply> {
     request_with(sock, method, path, None)
 }
 
-/// One request on a fresh connection (`Connection: close`, read to the end), with an
-/// optional JSON body.
+/// One request with an optional JSON body.
 fn request_with(sock: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Reply> {
-    let mut s = UnixStream::connect(sock)
-        .with_context(|| format!("cannot connect to {}", sock.display()))?;
-    s.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    s.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    let payload = match body {
-        Some(v) => serde_json::to_vec(v)?,
-        None => Vec::new(),
-    };
-    let mut msg = format!(
-        "{method} {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    )
-    .into_bytes();
-    msg.extend_from_slice(&payload);
-    s.write_all(&msg)
-        .with_context(|| format!("{method} {path}: cannot send"))?;
-    let mut raw = Vec::with_capacity(16384);
-    s.read_to_end(&mut raw)
-        .with_context(|| format!("{method} {path}: cannot read the reply"))?;
-    parse_response(&raw).with_context(|| format!("{method} {path}: bad reply"))
+    http::request(sock, method, path, body, REQUEST_TIMEOUT)
 }
 
 /// A GET that must answer 200 with JSON.
@@ -158,69 +130,6 @@ fn get_json(sock: &Path, path: &str) -> Result<Value> {
         String::from_utf8_lossy(&r.body)
     );
     serde_json::from_slice(&r.body).with_context(|| format!("GET {path}: not JSON"))
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Parses a whole HTTP/1.1 response (Content-Length, chunked, or up to the end).
-fn parse_response(raw: &[u8]) -> Result<Reply> {
-    let end = find(raw, b"\r\n\r\n").context("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).context("headers are not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    ensure!(
-        status_line.starts_with("HTTP/1."),
-        "not an HTTP/1 status line: {status_line:?}"
-    );
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .context("no status code")?
-        .parse()
-        .with_context(|| format!("bad status line {status_line:?}"))?;
-    let mut chunked = false;
-    let mut length = None;
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else if k == "content-length" {
-                length = Some(v.parse::<usize>().context("bad Content-Length")?);
-            }
-        }
-    }
-    let rest = &raw[end + 4..];
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        rest.get(..n)
-            .with_context(|| format!("body shorter than Content-Length {n}"))?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Reply { status, body })
-}
-
-/// Decodes a chunked body.
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = find(b, b"\r\n").context("chunk size line not terminated")?;
-        let line = std::str::from_utf8(&b[..eol]).context("chunk size not UTF-8")?;
-        let hex = line.split(';').next().unwrap_or_default().trim();
-        let size =
-            usize::from_str_radix(hex, 16).with_context(|| format!("bad chunk size {line:?}"))?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(b.get(..size).context("chunk shorter than announced")?);
-        b = b.get(size + 2..).context("chunk not terminated")?;
-    }
 }
 
 /// Percent-encodes a query value.
@@ -1626,23 +1535,6 @@ fn main() -> Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn parses_responses() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]").unwrap();
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body, b"[]");
-        let r = parse_response(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[1,2\r\n2\r\n3]\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.body, b"[1,23]");
-        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\nnope").unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (404, b"nope".as_slice()));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab").is_err());
-        assert!(parse_response(b"garbage\r\n\r\n").is_err());
-        assert!(dechunk(b"zz\r\n").is_err());
-    }
 
     #[test]
     fn encodes_filters() {
