@@ -1,11 +1,12 @@
 //! `node ls|inspect|update|promote|demote|rm`.
 
 use anyhow::{Result, anyhow};
+use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{delete_each, q, report};
 use crate::cli::{NodeInspectArgs, NodeLsArgs, NodeRmArgs, NodeUpdateArgs, NodesArgs};
-use crate::client::Client;
+use crate::client::{Client, is_status};
 use crate::format::{self, Template};
 
 const NODE_HEADERS: &[(&str, &str)] = &[
@@ -188,22 +189,28 @@ pub async fn inspect(c: &Client, a: NodeInspectArgs) -> Result<i32> {
     Ok(i32::from(failed))
 }
 
-async fn update_spec(
-    c: &Client,
-    node: &str,
-    f: impl FnOnce(&mut Value) -> Result<()>,
-) -> Result<()> {
-    let n: Value = c.get(&format!("/nodes/{}", q(node))).await?;
-    let version = n["Version"]["Index"].as_u64().unwrap_or(0);
-    let mut spec = n["Spec"].clone();
-    f(&mut spec)?;
-    let id = n["ID"].as_str().unwrap_or(node).to_owned();
-    c.post::<Value, _>(
-        &format!("/nodes/{}/update?version={version}", q(&id)),
-        &spec,
-    )
-    .await?;
-    Ok(())
+async fn update_spec(c: &Client, node: &str, f: impl Fn(&mut Value) -> Result<()>) -> Result<()> {
+    // The node object also changes under us (its heartbeats record status and
+    // description): a write refused as out of sequence is made again on the fresh object,
+    // a few times.
+    let mut attempt = 0;
+    loop {
+        let n: Value = c.get(&format!("/nodes/{}", q(node))).await?;
+        let version = n["Version"]["Index"].as_u64().unwrap_or(0);
+        let mut spec = n["Spec"].clone();
+        f(&mut spec)?;
+        let id = n["ID"].as_str().unwrap_or(node).to_owned();
+        match c
+            .post::<Value, _>(
+                &format!("/nodes/{}/update?version={version}", q(&id)),
+                &spec,
+            )
+            .await
+        {
+            Err(e) if attempt < 4 && is_status(&e, StatusCode::CONFLICT) => attempt += 1,
+            other => return other.map(|_| ()),
+        }
+    }
 }
 
 /// `node update`.
