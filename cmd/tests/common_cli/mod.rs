@@ -398,6 +398,11 @@ impl Drop for RawDaemon {
             let _ = child.kill();
         }
         let _ = child.wait();
+        // A killed daemon cannot remove its cgroup parent.
+        shoal_testkit::daemon::kill_cgroup_tree(&shoal_runtime::cgroups::default_parent(
+            &self.data,
+            Path::new("/var/lib/shoal"),
+        ));
         let root = self.umount_under.display().to_string();
         if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
             let mut mps: Vec<String> = info
