@@ -159,6 +159,20 @@ impl TaskView {
 }
 
 /// Of two tasks for the same slot or node, docker keeps the one with the lower desired
+/// A slot's (or node's) line: its error, or its progress bar while it is on its way.
+fn task_line(lines: &mut Lines, id: &str, t: &TaskView, rollback: bool) {
+    if !t.err.is_empty() {
+        lines.set(id, trunc_error(&t.err));
+    } else if !terminal(&t.desired) && !terminal(&t.state) {
+        let text = state_text(
+            &t.state,
+            state_to_progress(&t.state, rollback),
+            MAX_PROGRESS,
+        );
+        lines.set(id, text);
+    }
+}
+
 /// state, then the lower observed state (restarts, start-first updates).
 fn replaces(existing: &TaskView, candidate: &TaskView) -> bool {
     let (ed, cd) = (numbered(&existing.desired), numbered(&candidate.desired));
@@ -283,17 +297,7 @@ impl Updater {
                     if *done || replicas > MAX_PROGRESS_BARS || mapped > replicas {
                         continue;
                     }
-                    let id = format!("{mapped}/{replicas}");
-                    if !t.err.is_empty() {
-                        lines.set(&id, trunc_error(&t.err));
-                    } else if !terminal(&t.desired) && !terminal(&t.state) {
-                        let text = state_text(
-                            &t.state,
-                            state_to_progress(&t.state, rollback),
-                            MAX_PROGRESS,
-                        );
-                        lines.set(&id, text);
-                    }
+                    task_line(lines, &format!("{mapped}/{replicas}"), t, rollback);
                 }
                 if !*done {
                     write_overall(lines, running, replicas, rollback);
@@ -337,17 +341,7 @@ impl Updater {
                     if *done || count > MAX_PROGRESS_BARS {
                         continue;
                     }
-                    let id = format::short_id(node);
-                    if !t.err.is_empty() {
-                        lines.set(&id, trunc_error(&t.err));
-                    } else if !terminal(&t.desired) && !terminal(&t.state) {
-                        let text = state_text(
-                            &t.state,
-                            state_to_progress(&t.state, rollback),
-                            MAX_PROGRESS,
-                        );
-                        lines.set(&id, text);
-                    }
+                    task_line(lines, &format::short_id(node), t, rollback);
                 }
                 if !*done {
                     write_overall(lines, running, count, rollback);
